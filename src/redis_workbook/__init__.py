@@ -1,0 +1,30 @@
+"""redis-workbook: the helper package behind the vector-search-on-Redis workbook.
+
+The notebooks use it for setup chores (finding Redis, embeddings, shipped data,
+bulk loading) and leave the Redis commands themselves in plain sight.
+"""
+
+from redis_workbook.connection import connect, redis_url
+from redis_workbook.embeddings import (
+    Embedder,
+    HashingEmbedder,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    default_embedder,
+)
+from redis_workbook.errors import (
+    EmbeddedServerUnavailable,
+    RedisUnavailable,
+    SearchModuleMissing,
+    WorkbookError,
+)
+from redis_workbook.loading import load_hashes
+from redis_workbook.report import index_report
+from redis_workbook.server import EmbeddedRedis
+
+__all__ = [
+    "EmbeddedRedis", "EmbeddedServerUnavailable", "Embedder", "HashingEmbedder", "LocalEmbedder",
+    "OpenAIEmbedder", "RedisUnavailable", "SearchModuleMissing", "WorkbookError", "connect",
+    "default_embedder", "index_report", "load_hashes", "redis_url",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""The shipped datasets, and their embeddings computed once per model.
+
+Products, blog posts and labelled query pairs are JSON files inside the package
+(written for this project; nothing is downloaded). Their embeddings for the
+local model ship too, so notebooks start in a second; any other embedder's
+vectors are computed once and cached under ~/.cache/redis-workbook.
+Run `python -m redis_workbook.datasets` after editing the data to refresh the
+shipped vectors (a test fails while they are stale).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from redis_workbook.embeddings import Embedder
+
+DATA = Path(str(resources.files(__package__) / "data"))
+DATASETS = ("products", "posts")
+
+
+@cache
+def _read(name: str) -> tuple[dict, ...]:
+    return tuple(json.loads((DATA / f"{name}.json").read_text(encoding="utf-8")))
+
+
+def products() -> list[dict]:
+    """At least 200 products: id, name, description, category, price."""
+    return [dict(p) for p in _read("products")]
+
+
+def posts() -> list[dict]:
+    """At least 50 blog posts: url, title, body."""
+    return [dict(p) for p in _read("posts")]
+
+
+def query_pairs() -> list[dict]:
+    """Labelled question pairs (a, b, same_intent) for measuring a semantic cache."""
+    return [dict(p) for p in _read("query_pairs")]
+
+
+def product_text(product: dict) -> str:
+    """What gets embedded for a product: its name and description."""
+    return f"{product['name']}. {product['description']}"
+
+
+def post_text(post: dict) -> str:
+    return f"{post['title']}. {post['body']}"
+
+
+def texts(name: str) -> list[str]:
+    if name == "products":
+        return [product_text(p) for p in products()]
+    if name == "posts":
+        return [post_text(p) for p in posts()]
+    raise ValueError(f"name must be one of {DATASETS}, got {name!r}.")
+
+
+def fingerprint(lines: list[str]) -> str:
+    """Short digest of the texts, so cached vectors go stale when the data changes."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "redis-workbook"
+
+
+def vector_file(name: str, embedder: Embedder, folder: Path) -> Path:
+    return folder / f"{name}.{embedder.name}.{fingerprint(texts(name))}.npy"
+
+
+def embeddings(name: str, embedder: Embedder) -> np.ndarray:
+    """The dataset's vectors for this embedder: shipped, cached, or computed and cached."""
+    for folder in (DATA, cache_dir()):
+        path = vector_file(name, embedder, folder)
+        if path.exists():
+            return np.load(path)
+    vectors = embedder.embed(texts(name))
+    path = vector_file(name, embedder, cache_dir())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    except OSError:
+        pass  # a read-only home only costs the re-embedding next time
+    return vectors
+
+
+def rebuild_shipped() -> list[Path]:
+    """Recompute the local model's vectors that ship in the package."""
+    from redis_workbook.embeddings import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    written = []
+    for old in DATA.glob("*.npy"):
+        old.unlink()
+    for name in DATASETS:
+        path = vector_file(name, embedder, DATA)
+        np.save(path, embedder.embed(texts(name)))
+        written.append(path)
+    return written

@@ -1,0 +1,67 @@
+"""`redis-workbook lab`: one Redis for every notebook, and JupyterLab on notebooks/.
+
+The server starts first and its URL goes into JupyterLab's environment as
+REDIS_URL, so all kernels share one Redis (data loaded in one notebook is there
+in the next). Ctrl-C stops JupyterLab, its kernels and Redis; nothing stays behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from redis_workbook.connection import connect, redact
+from redis_workbook.server import EmbeddedRedis
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notebooks", default="notebooks", help="folder to open (default: notebooks)")
+    parser.add_argument("--port", type=int, default=8888, help="JupyterLab port (default: 8888)")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="don't open a browser (the default when there is no display)")
+
+
+def headless() -> bool:
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
+                                                      os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = Path(args.notebooks)
+    if not folder.is_dir():
+        print(f"No folder {folder}/ here. Run this from the redis-workbook checkout.", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    server = None
+    if env.get("REDIS_URL"):
+        connect(env["REDIS_URL"]).close()
+        print(f"Using Redis at {redact(env['REDIS_URL'])} (REDIS_URL).")
+    else:
+        server = EmbeddedRedis().start()
+        env["REDIS_URL"] = server.url
+        print(f"Started the embedded Redis 8 with the query engine on 127.0.0.1:{server.port}.")
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={folder}",
+               f"--ServerApp.port={args.port}", "--ServerApp.port_retries=50"]
+    if args.no_browser or headless():
+        command.append("--no-browser")
+    print("Starting JupyterLab; open the http://127.0.0.1:... URL it prints. Ctrl-C stops everything.",
+          flush=True)
+    lab = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return lab.wait()
+    except KeyboardInterrupt:
+        print("\nStopping JupyterLab and Redis...", flush=True)
+        lab.send_signal(signal.SIGTERM)
+        try:
+            lab.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+            lab.wait()
+        return 0
+    finally:
+        if server is not None:
+            server.stop()

@@ -1,0 +1,27 @@
+"""`redis-workbook server`: the embedded Redis in the foreground, for a terminal of its own."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from redis_workbook.server import EmbeddedRedis
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--password", default=None, help="password (default: a random one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    with EmbeddedRedis(port=args.port, password=args.password) as server:
+        print(f"Redis 8 with the query engine is running (started in {server.start_seconds:.3f} s).")
+        print("In another terminal, point the workbook at it with:\n")
+        print(f"  export REDIS_URL='{server.url}'\n")
+        print("Press Ctrl-C to stop it.", flush=True)
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        except KeyboardInterrupt:
+            pass
+    print("Redis stopped.")
+    return 0

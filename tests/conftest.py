@@ -1,0 +1,25 @@
+"""Shared fixtures: one embedded Redis for the session, an empty database for every test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from redis_workbook.server import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A binary-safe client on an empty database (indexes dropped too)."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
