@@ -86,7 +86,7 @@ def index_report(r: redis.Redis, name: str, prefix: str | None = None) -> IndexR
     if report.failures:
         widths = _sample_widths(r, prefixes[0] if prefixes else prefix, report.dims)
         hint = widths or "Usually a vector whose byte length is not DIM x 4 (float32) or a price that is not a number."
-        report.problems.append(f"{report.failures} documents failed to index. "
+        report.problems.append(f"{report.failures} writes failed to index since the index was created. "
                                f"{last_indexing_error(info)} {hint}".replace("  ", " "))
     if report.num_docs == 0:
         report.problems.append(
