@@ -44,10 +44,13 @@ def run(args: argparse.Namespace) -> int:
         server = EmbeddedRedis().start()
         env["REDIS_URL"] = server.url
         print(f"Started the embedded Redis 8 with the query engine on 127.0.0.1:{server.port}.")
+        print(f"Other terminals can use it with: export REDIS_URL='{server.url}'")
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={folder}",
                f"--ServerApp.port={args.port}", "--ServerApp.port_retries=50"]
     if args.no_browser or headless():
         command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and Codespaces often run as root
     print("Starting JupyterLab; open the http://127.0.0.1:... URL it prints. Ctrl-C stops everything.",
           flush=True)
     lab = subprocess.Popen(command, env=env, start_new_session=True)

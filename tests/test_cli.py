@@ -1,0 +1,107 @@
+"""The CLI's lab and server commands: they start what they promise and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+
+from redis_workbook.server import free_port
+
+
+def children(pid: int) -> set[int]:
+    """All descendants of pid, read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def read_until(stream, pattern: str, timeout: float = 60) -> re.Match[str]:  # noqa: ANN001
+    deadline, seen = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen += line
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError(f"no {pattern!r} in output:\n{seen}")
+
+
+def api_status(port: int, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_cli_without_command_prints_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "redis_workbook.cli"], capture_output=True, text=True)
+    assert done.returncode == 2 and "lab" in done.stdout and "grade" in done.stdout
+
+
+def test_server_prints_a_url_that_works_and_stops_on_ctrl_c() -> None:
+    server = subprocess.Popen([sys.executable, "-m", "redis_workbook.cli", "server"],
+                              stdout=subprocess.PIPE, text=True)
+    url = read_until(server.stdout, r"export REDIS_URL='([^']+)'").group(1)
+    client = redis.Redis.from_url(url)
+    assert isinstance(client.execute_command("FT._LIST"), list)
+    redis_pids = children(server.pid)
+    server.send_signal(signal.SIGINT)
+    assert server.wait(timeout=10) == 0
+    assert redis_pids and not any(alive(pid) for pid in redis_pids)
+
+
+def test_lab_serves_notebooks_with_redis_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    (tmp_path / "notebooks").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DISPLAY")}
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    port = free_port()
+    lab = subprocess.Popen([sys.executable, "-m", "redis_workbook.cli", "lab", "--port", str(port)],
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = read_until(lab.stdout, r"export REDIS_URL='([^']+)'").group(1)
+        assert isinstance(redis.Redis.from_url(url).execute_command("FT._LIST"), list)
+        read_until(lab.stdout, rf"http://127\.0\.0\.1:{port}/lab", timeout=90)
+        assert "version" in api_status(port)
+        started = children(lab.pid)
+        assert len(started) >= 2  # redis-server and jupyter-lab
+    finally:
+        lab.send_signal(signal.SIGINT)
+        code = lab.wait(timeout=60)
+    assert code == 0
+    time.sleep(0.5)
+    assert not [pid for pid in started if alive(pid)]
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url).ping()
