@@ -22,6 +22,9 @@ ALGORITHMS = ("HNSW", "FLAT")
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
 DISTANCE_METRIC = "COSINE"
+# TAG fields split values on "," by default, so "Clothing, Shoes & Jewelry" would be indexed as two tags
+# and no exact category filter could match it. Categories never contain "|".
+CATEGORY_SEPARATOR = "|"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def vector_field(dim: int, algorithm: str = "HNSW", name: str = "embedding") -> 
 def product_index(dim: int, algorithm: str = "HNSW", name: str = "idx:products",
                   prefix: str = "product:") -> IndexSpec:
     """The product index of learner-api.md (notebook 02)."""
-    fields = (TextField("name"), TextField("description"), TagField("category"),
+    fields = (TextField("name"), TextField("description"), TagField("category", separator=CATEGORY_SEPARATOR),
               NumericField("price", sortable=True), vector_field(dim, algorithm))
     return IndexSpec(name, prefix, fields)
 
