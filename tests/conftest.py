@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from docker_engine import docker_engine  # noqa: F401  (session fixture: private dockerd + local Redis images)
 
 from redis_workbook.server import EmbeddedRedis
 

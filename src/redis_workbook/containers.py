@@ -42,6 +42,8 @@ import docker
 import docker.errors
 import redis
 import requests.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from testcontainers.core.config import ConnectionMode
 from testcontainers.core.config import testcontainers_config as tc_config
 from testcontainers.core.container import DockerContainer
@@ -207,18 +209,30 @@ class RedisContainerProvider:
         self.container = HostNetworkRedis(self.image, self.port, self.password, self.convention)
         atexit.register(self.stop)
         try:
-            self.container.start()
+            self._start_container()
             self._wait_ready(started)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _start_container(self) -> None:
+        assert self.container is not None
+        try:
+            self.container.start()
+        except docker.errors.DockerException as exc:
+            raise RedisUnavailable(
+                f"Docker could not start {self.image} with the {self.convention!r} convention: {exc}. "
+                f"If this image takes redis-server options the other way, pass convention="
+                f"{'redis' if self.convention == 'redis-stack' else 'redis-stack'!r}."
+            ) from None
+
     def _wait_ready(self, started: float) -> None:
         assert self.container is not None and self.port is not None
         where = f"the {self.image} container (127.0.0.1:{self.port})"
+        # No retries: redis-py 8 retries a refused connection 10 times with backoff, which hides our 0.05 s poll.
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
-                             socket_connect_timeout=1, socket_timeout=5)
+                             socket_connect_timeout=1, socket_timeout=5, retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 try:
@@ -264,7 +278,8 @@ class RedisContainerProvider:
         container, self.container = self.container, None
         atexit.unregister(self.stop)
         if container is not None and container._container is not None:
-            with contextlib.suppress(docker.errors.NotFound):
+            # NotFound: already removed; the others: the engine itself is gone, and the container with it.
+            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
                 container.stop()
 
     def __enter__(self) -> RedisContainerProvider:
