@@ -33,7 +33,7 @@ import docker.errors
 import requests.exceptions
 
 from redis_workbook.errors import WorkbookError
-from redis_workbook.server import _die_with_parent
+from redis_workbook.server import die_with_parent
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -100,7 +100,7 @@ class PrivateDockerd:
         with open(self.root / "dockerd.log", "wb") as log:
             self.process = subprocess.Popen(
                 self.command(dockerd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent, start_new_session=True,
+                preexec_fn=die_with_parent, start_new_session=True,
             )
         atexit.register(self.stop)
         try:

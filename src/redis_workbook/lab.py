@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from redis_workbook.connection import connect, redact
-from redis_workbook.server import EmbeddedRedis
+from redis_workbook.server import EmbeddedRedis, die_with_parent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         command.append("--allow-root")  # containers and Codespaces often run as root
     print("Starting JupyterLab; open the http://127.0.0.1:... URL it prints. Ctrl-C stops everything.",
           flush=True)
-    lab = subprocess.Popen(command, env=env, start_new_session=True)
+    # Its own session keeps the terminal's Ctrl-C away from JupyterLab (which would ask
+    # "Shutdown? (y/n)"); we forward a clean SIGTERM instead, and SIGTERM to us counts as Ctrl-C.
+    lab = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return lab.wait()
     except KeyboardInterrupt:

@@ -79,7 +79,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGTERM the server when the process that started it dies."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
@@ -122,7 +122,7 @@ class EmbeddedRedis:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, preexec_fn=_die_with_parent, start_new_session=True,
+            stderr=subprocess.PIPE, preexec_fn=die_with_parent, start_new_session=True,
         )
         atexit.register(self.stop)
         self._wait_ready(started)
