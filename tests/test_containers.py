@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.commands.search.query import Query
 from redis.retry import Retry
 
-from redis_workbook import load_hashes
+from redis_workbook import containers, load_hashes
 from redis_workbook.containers import (
     DEFAULT_IMAGE,
     IMAGE_ENV,
@@ -154,6 +154,24 @@ def test_clear_error_when_no_docker_engine_answers(monkeypatch: pytest.MonkeyPat
             pass
     message = str(caught.value)
     assert host in message and "Start Docker" in message and "--backend embedded" in message
+
+
+def test_a_remote_docker_engine_is_refused_before_any_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://build-box.example:2376")
+    with pytest.raises(DockerUnavailable, match="host networking"):
+        RedisContainerProvider(REDIS_LOCAL_TAG).start()
+
+
+def test_a_port_taken_before_redis_binds_it_is_retried(docker_engine: DockerEngine,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))  # bound, not listening: redis-server cannot bind it, PING is refused
+        ports = iter([squatter.getsockname()[1]])
+        real_free_port = containers.free_port
+        monkeypatch.setattr(containers, "free_port", lambda: next(ports, None) or real_free_port())
+        with RedisContainerProvider(docker_engine.redis_image) as provider:
+            assert provider.port != squatter.getsockname()[1]
+            assert provider.client().ping()
 
 
 def test_image_setting_argument_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:

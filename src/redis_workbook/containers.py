@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -57,10 +58,15 @@ STACK_IMAGE = "redis/redis-stack-server:7.4.0-v1"
 IMAGE_ENV = "REDIS_WORKBOOK_IMAGE"
 CONVENTIONS = ("redis", "redis-stack")
 READY_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3
 POLL_INTERVAL_S = 0.05
 OWNER_LABEL = "org.redis-workbook.owner"
 TESTCONTAINERS_DEFAULTS = {"TESTCONTAINERS_RYUK_DISABLED": "true", "TESTCONTAINERS_CONNECTION_MODE": "docker_host"}
 _PASSWORD = re.compile(r"[A-Za-z0-9._~+=-]{1,128}")
+_HOST_NETWORK_HINT = (
+    "On Docker Desktop, host networking must be switched on (Settings > Resources > Network > Enable host "
+    "networking, Docker Desktop 4.34+); otherwise use REDIS_URL or `--backend embedded`. "
+)
 _DOCKER_FIX = (
     "Start Docker (Docker Desktop, or `sudo systemctl start docker`), point DOCKER_HOST at a running "
     "engine, or grade without Docker: `--backend embedded`."
@@ -68,7 +74,23 @@ _DOCKER_FIX = (
 
 
 class DockerUnavailable(RedisUnavailable):
-    """No Docker engine answered, so no container can be started."""
+    """No Docker engine answered (or not one on this machine), so no container can be started."""
+
+
+class PortTaken(RedisUnavailable):
+    """Another process bound the free port first; start() retries on a new one."""
+
+
+def require_local_engine() -> None:
+    """Host networking puts Redis on the engine's own loopback: the engine must run on this machine."""
+    host = docker_host()
+    if host.startswith(("tcp://", "http://", "https://", "ssh://")):
+        name = urllib.parse.urlparse(host).hostname or ""
+        if name not in ("localhost", "127.0.0.1", "::1"):
+            raise DockerUnavailable(
+                f"DOCKER_HOST={host} is another machine, but the container's Redis listens on that engine's "
+                f"127.0.0.1 (host networking). Use a local Docker engine, REDIS_URL, or `--backend embedded`."
+            )
 
 
 def configure_testcontainers() -> None:
@@ -198,12 +220,23 @@ class RedisContainerProvider:
         if self.container is not None:
             return self
         configure_testcontainers()
+        require_local_engine()
         client = docker_client()
         try:
             reap_orphans(client)
             _ensure_image(client, self.image)
         finally:
             client.close()
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start_on_free_port()
+            except PortTaken:
+                if attempt == PORT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_on_free_port(self) -> RedisContainerProvider:
+        """One try: another process may take the free port before redis-server binds it."""
         started = time.perf_counter()
         self.port = free_port()
         self.container = HostNetworkRedis(self.image, self.port, self.password, self.convention)
@@ -232,7 +265,7 @@ class RedisContainerProvider:
         where = f"the {self.image} container (127.0.0.1:{self.port})"
         # No retries: redis-py 8 retries a refused connection 10 times with backoff, which hides our 0.05 s poll.
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
-                             socket_connect_timeout=1, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+                             socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0))
         try:
             while True:
                 try:
@@ -257,10 +290,12 @@ class RedisContainerProvider:
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
         if wrapped.status in ("exited", "dead"):
-            raise RedisUnavailable(f"{where} exited before answering PING. Its log:\n{self.logs()}")
+            logs = self.logs()
+            error = PortTaken if "Address already in use" in logs else RedisUnavailable
+            raise error(f"{where} exited before answering PING. Its log:\n{logs}")
         if time.perf_counter() - started > self.ready_timeout:
             raise RedisUnavailable(f"{where} did not answer PING within {self.ready_timeout:.0f} s. "
-                                   f"Its log:\n{self.logs()}")
+                                   f"{_HOST_NETWORK_HINT if sys.platform != 'linux' else ''}Its log:\n{self.logs()}")
 
     def logs(self) -> str:
         """The container's output, for error messages (the password redacted)."""
