@@ -83,7 +83,8 @@ def test_server_prints_a_url_that_works_and_stops_on_ctrl_c() -> None:
     assert redis_pids and not any(alive(pid) for pid in redis_pids)
 
 
-def test_lab_serves_notebooks_with_redis_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_lab_serves_notebooks_with_redis_and_stops_everything(tmp_path: Path, stop_signal: int) -> None:
     (tmp_path / "notebooks").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DISPLAY")}
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
@@ -98,7 +99,7 @@ def test_lab_serves_notebooks_with_redis_and_ctrl_c_stops_everything(tmp_path: P
         started = children(lab.pid)
         assert len(started) >= 2  # redis-server and jupyter-lab
     finally:
-        lab.send_signal(signal.SIGINT)
+        lab.send_signal(stop_signal)
         code = lab.wait(timeout=60)
     assert code == 0
     time.sleep(0.5)
