@@ -63,3 +63,34 @@ def test_default_embedder_is_local_without_a_key(monkeypatch: pytest.MonkeyPatch
     embedder = default_embedder()
     assert isinstance(embedder, LocalEmbedder)
     assert "all-MiniLM-L6-v2" in capsys.readouterr().out
+
+
+def test_openai_embedder_goes_through_the_real_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OPENAI_API_KEY set: default_embedder() is OpenAI's, and the real openai client does the HTTP."""
+    from redis_workbook.embeddings import OpenAIEmbedder
+    from redis_workbook.openai_server import OpenAIServer
+
+    with OpenAIServer(api_key="sk-test-key") as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        embedder = default_embedder(verbose=False)
+        assert isinstance(embedder, OpenAIEmbedder) and embedder.dim == 1536
+        OpenAIEmbedder.batch_size = 2  # force batching: 3 texts -> 2 requests, order kept
+        try:
+            vectors = embedder.embed(["alpha", "beta", "alpha"])
+        finally:
+            OpenAIEmbedder.batch_size = 256
+    assert vectors.shape == (3, 1536) and vectors.dtype == np.float32
+    assert np.allclose(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])
+    assert [r["input"] for r in server.embedding_requests] == [["alpha", "beta"], ["alpha"]]
+    assert all(r["model"] == "text-embedding-3-small" for r in server.embedding_requests)
+
+
+def test_openai_embedder_reports_a_wrong_width() -> None:
+    from redis_workbook.embeddings import OpenAIEmbedder
+    from redis_workbook.openai_server import OpenAIServer
+
+    with OpenAIServer(embedding_dim=64) as server:
+        embedder = OpenAIEmbedder(base_url=server.base_url, api_key=server.api_key)
+        with pytest.raises(ValueError, match="returned 64 dims, expected dim=1536"):
+            embedder.embed(["x"])
