@@ -1,0 +1,353 @@
+"""`redis-workbook bench`: the workbook's speed measured side by side with its peers.
+
+One run, one embedded server, seeded random unit vectors (no model needed).
+Every load figure is a ratio against a peer measured in the same run on the same
+server and the same index definition, so a busy machine still gives a fair
+comparison. How each figure is measured lives in redis_workbook.perf (notebook
+08 uses the same functions); this module only plans the run and reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from redis_workbook import perf
+from redis_workbook.connection import loaded_search_version
+from redis_workbook.schema import IndexSpec
+from redis_workbook.server import EmbeddedRedis
+
+FULL = {"n": 100_000, "queries": 1_000, "naive_n": 10_000}
+QUICK = {"n": 10_000, "queries": 200, "naive_n": 2_000}
+BATCH = 100
+
+# key -> (comparison, threshold): the issue's targets for the full run on the 2-core dev machine.
+TARGETS = {
+    "load_vs_redisvl": (">=", 1.5), "load_vs_naive": (">=", 20.0), "knn_p50_ms": ("<=", 1.0),
+    "knn_recall_at_10": (">=", 0.95), "knn_vs_numpy": (">=", 10.0), "server_start_s": ("<=", 0.5),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, help=f"vectors to load (default {FULL['n']:,}; {QUICK['n']:,} with --quick)")
+    parser.add_argument("--dim", type=int, default=384, help="vector width (default 384, all-MiniLM-L6-v2's)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK['n']:,} vectors and fewer queries: under a minute (CI's smoke test)")
+    parser.add_argument("--queries", type=int, help=f"KNN queries to time (default {FULL['queries']:,})")
+    parser.add_argument("--naive-n", type=int, dest="naive_n",
+                        help="vectors for the one-HSET-per-round-trip peer (default "
+                             f"{FULL['naive_n']:,}); its rate is compared with load_hashes on the same vectors")
+    parser.add_argument("--data", choices=perf.DATA_KINDS, default="embedding-like",
+                        help="embedding-like (spectrum of real sentence embeddings, default) or iid (worst case)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    n: int
+    dim: int
+    queries: int
+    naive_n: int
+    data: str
+    seed: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Plan:
+        sizes = QUICK if args.quick else FULL
+        plan = cls(n=args.n or sizes["n"], dim=args.dim, queries=args.queries or sizes["queries"],
+                   naive_n=min(args.naive_n or sizes["naive_n"], args.n or sizes["n"]),
+                   data=args.data, seed=args.seed)
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        if self.n < 1_000:
+            raise SystemExit(f"--n must be at least 1000, got {self.n}.")
+        if self.dim < 2:
+            raise SystemExit(f"--dim must be at least 2, got {self.dim}.")
+        if self.queries < BATCH:
+            raise SystemExit(f"--queries must be at least {BATCH} (the batch figure pipelines {BATCH}).")
+        if self.naive_n < 100:
+            raise SystemExit(f"--naive-n must be at least 100, got {self.naive_n}.")
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = Plan.from_args(args)
+    results = measure(plan, say=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure(plan: Plan, say: Callable[[str], object] = print) -> dict[str, object]:
+    """Every figure of the benchmark as a JSON-ready dict."""
+    say(f"bench: {plan.n:,} x {plan.dim} {plan.data} vectors, {plan.queries:,} queries")
+    results: dict[str, object] = {"n": plan.n, "dim": plan.dim, "queries": plan.queries, "data": plan.data,
+                                  "seed": plan.seed, "k": perf.K}
+    results["load_average_before"] = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
+    results["server_start_s"] = perf.server_start_seconds(5)
+    data = Data.make(plan)
+    with EmbeddedRedis() as server:
+        r = server.client()
+        bench = Bench(r, plan, data, say)
+        results["machine"] = machine(r)
+        results |= bench.hnsw()
+        results |= bench.flat()
+        results["loads"] = [load.__dict__ | {"per_s": load.per_s} for load in bench.loads]
+        r.close()
+    results["targets"] = {key: {"target": f"{op} {value:g}", "met": met(float(results[key]), op, value)}
+                          for key, (op, value) in TARGETS.items()}
+    return results
+
+
+@dataclass(frozen=True)
+class Data:
+    """The run's vectors, its queries (same distribution, other seed) and their exact top-k."""
+
+    records: list[dict[str, object]]
+    matrix: np.ndarray
+    queries: np.ndarray
+    exact: np.ndarray
+
+    @classmethod
+    def make(cls, plan: Plan) -> Data:
+        matrix = perf.unit_vectors(plan.n, plan.dim, plan.seed, plan.data)
+        queries = perf.unit_vectors(plan.queries, plan.dim, plan.seed + 1, plan.data)
+        return cls(perf.bench_records(plan.n), matrix, queries, perf.exact_top_k(matrix, queries))
+
+
+class Bench:
+    """One run's measurements on one server; keeps every load so the report can show them all."""
+
+    def __init__(self, r: redis.Redis, plan: Plan, data: Data, say: Callable[[str], object]) -> None:
+        self.r, self.plan, self.data, self.say = r, plan, data, say
+        self.loads: list[perf.LoadResult] = []
+
+    def load(self, spec: IndexSpec, loader: str, n: int, what: str) -> perf.LoadResult:
+        self.say(f"loading {n:,} vectors into {spec.name} with {what}...")
+        result = perf.time_load(self.r, spec, self.data.records[:n], self.data.matrix[:n], loader)
+        self.loads.append(result)
+        self.say(f"  {result.per_s:,.0f} vectors/s; CPU: Python {result.share('client_cpu'):.0%}, "
+                 f"Redis {result.share('server_cpu'):.0%} (indexing {result.share('indexing'):.0%}) of the wall time")
+        return result
+
+    def peers(self, algorithm: str, bulk: perf.LoadResult) -> dict[str, float]:
+        """RedisVL on all vectors; the naive loop on naive_n, against load_hashes on those same vectors.
+
+        Each load gets an index of its own and nothing is dropped until the end: dropping an index
+        frees it on a background thread and wakes the fork GC, which would steal CPU from the next load.
+        """
+        def spec(tag: str) -> IndexSpec:
+            return perf.bench_index(self.plan.dim, algorithm, f"bench-{tag}")
+
+        redisvl = self.load(spec("redisvl"), "redisvl", self.plan.n, "RedisVL SearchIndex.load")
+        m = self.plan.naive_n
+        naive = self.load(spec("naive"), "naive", m, "one HSET per round trip")
+        same = bulk if m == self.plan.n else self.load(spec("subset"), "bulk", m, "load_hashes (the naive's vectors)")
+        return {"redisvl_per_s": redisvl.per_s, "vs_redisvl": bulk.per_s / redisvl.per_s,
+                "naive_per_s": naive.per_s, "naive_n": m, "naive_bulk_per_s": same.per_s,
+                "vs_naive": same.per_s / naive.per_s}
+
+    def hnsw(self) -> dict[str, object]:
+        r, plan, data = self.r, self.plan, self.data
+        spec = perf.bench_index(plan.dim, "HNSW", "bench")
+        before = perf.used_memory(r)
+        bulk = self.load(spec, "bulk", plan.n, "load_hashes")
+        memory = perf.memory_report(r, spec, plan.n, plan.dim, before)
+        self.say("KNN latency and recall as EF_RUNTIME grows...")
+        sweep = perf.recall_sweep(r, spec, data.queries, data.exact)
+        chosen = perf.pick_ef(sweep)
+        default = perf.time_queries(r, spec, data.queries)
+        batch = perf.time_batch(r, spec, data.queries[:BATCH], ef_runtime=chosen.ef_runtime)
+        numpy_ms = perf.percentile_ms(perf.time_numpy(data.matrix, data.queries[:BATCH]), 50)
+        peers = self.peers("HNSW", bulk)
+        return {
+            "load_vectors_per_s": bulk.per_s, "load_client_cpu_share": bulk.share("client_cpu"),
+            "load_server_cpu_share": bulk.share("server_cpu"), "load_indexing_share": bulk.share("indexing"),
+            "load_vs_redisvl": peers["vs_redisvl"], "load_redisvl_vectors_per_s": peers["redisvl_per_s"],
+            "load_vs_naive": peers["vs_naive"], "load_naive_vectors_per_s": peers["naive_per_s"],
+            "load_naive_n": peers["naive_n"], "load_naive_bulk_vectors_per_s": peers["naive_bulk_per_s"],
+            "knn_ef_runtime": chosen.ef_runtime, "knn_p50_ms": chosen.p50_ms, "knn_p99_ms": chosen.p99_ms,
+            "knn_recall_at_10": chosen.recall, "knn_default_ef_runtime": perf.DEFAULT_EF_RUNTIME,
+            "knn_default_p50_ms": default.p50_ms, "knn_default_p99_ms": default.p99_ms,
+            "knn_default_recall_at_10": default.recall(data.exact),
+            "knn_numpy_ms": numpy_ms, "knn_vs_numpy": numpy_ms / chosen.p50_ms,
+            "batch100_ms": batch * 1e3, "batch100_ef_runtime": chosen.ef_runtime,
+            "memory_bytes_per_vector": memory.bytes_per_vector, "memory_used_bytes": memory.used_bytes,
+            "memory_vector_index_bytes_per_vector": memory.vector_index_bytes / plan.n,
+            "memory_rule_bytes_per_vector": memory.rule_bytes / plan.n, "memory_rule_bytes": memory.rule_bytes,
+            "ef_sweep": [point.__dict__ for point in sweep],
+        }
+
+    def flat(self) -> dict[str, object]:
+        """FLAT: exact search, and a load where Redis does little, so the loaders' own cost shows."""
+        spec = perf.bench_index(self.plan.dim, "FLAT", "bench")
+        bulk = self.load(spec, "bulk", self.plan.n, "load_hashes")
+        self.say("FLAT KNN latency...")
+        run = perf.time_queries(self.r, spec, self.data.queries)
+        peers = self.peers("FLAT", bulk)
+        return {"flat_p50_ms": run.p50_ms, "flat_p99_ms": run.p99_ms, "flat_recall_at_10": run.recall(self.data.exact),
+                "flat_load_vectors_per_s": bulk.per_s, "flat_load_client_cpu_share": bulk.share("client_cpu"),
+                "flat_load_server_cpu_share": bulk.share("server_cpu"),
+                "flat_load_vs_redisvl": peers["vs_redisvl"],
+                "flat_load_redisvl_vectors_per_s": peers["redisvl_per_s"],
+                "flat_load_vs_naive": peers["vs_naive"], "flat_load_naive_vectors_per_s": peers["naive_per_s"],
+                "flat_load_naive_bulk_vectors_per_s": peers["naive_bulk_per_s"]}
+
+
+def met(value: float, op: str, threshold: float) -> bool:
+    return value >= threshold if op == ">=" else value <= threshold
+
+
+def machine(r: redis.Redis) -> dict[str, object]:
+    """What the figures were measured on."""
+    search = loaded_search_version(r) or 0
+    return {
+        "os": os_name(), "python": platform.python_version(), "cpus": os.cpu_count(),
+        "memory_gib": round(memory_gib(), 1), "cpu": cpu_model(),
+        "redis": r.info("server")["redis_version"],
+        "search": f"{search // 10000}.{search // 100 % 100}.{search % 100}",
+        "redis_py": metadata.version("redis"), "numpy": np.__version__, "redisvl": package_version("redisvl"),
+    }
+
+
+def os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}"
+
+
+def memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 0.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def report(res: dict) -> str:  # type: ignore[type-arg]
+    """The figures as Markdown tables a person can read in a terminal and paste into the README."""
+    m = res["machine"]
+    head = (f"**{res['n']:,} x {res['dim']} float32 vectors** ({res['data']}, seed {res['seed']}), "
+            f"{res['queries']:,} queries, k={res['k']}. Redis {m['redis']} + search {m['search']} (embedded), "
+            f"redis-py {m['redis_py']}, RedisVL {m['redisvl']}, numpy {m['numpy']}; {m['os']}, "
+            f"Python {m['python']}, {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM. 1-minute load "
+            f"average before the run: {res['load_average_before']} (other work on the machine slows every figure).")
+    rows = [("figure", "value", "how / compared with", "target")] + figure_rows(res)
+    return "\n\n".join([head, markdown(rows), sweep_table(res), loads_table(res)])
+
+
+def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[type-arg]
+    naive_note = (f"on {res['load_naive_n']:,} of {res['n']:,} vectors, against load_hashes on the same ones "
+                  f"({res['load_naive_bulk_vectors_per_s']:,.0f}/s); the full set would take about "
+                  f"{res['n'] / res['load_naive_vectors_per_s']:,.0f} s this way"
+                  if res["load_naive_n"] < res["n"] else "all vectors")
+    rows = [
+        ("server_start_s", f"{res['server_start_s']:.3f} s",
+         "embedded redis-server, process start to PONG, median of 5"),
+        ("load_vectors_per_s", f"{res['load_vectors_per_s']:,.0f} /s",
+         f"load_hashes into HASH + HNSW; Redis's main thread was busy {res['load_server_cpu_share']:.0%} of the "
+         f"time, indexing {res['load_indexing_share']:.0%}; Python {res['load_client_cpu_share']:.0%}"),
+        ("load_vs_redisvl", f"{res['load_vs_redisvl']:.2f}x",
+         f"RedisVL SearchIndex.load: {res['load_redisvl_vectors_per_s']:,.0f} /s"),
+        ("load_vs_naive", f"{res['load_vs_naive']:.2f}x",
+         f"one HSET per round trip: {res['load_naive_vectors_per_s']:,.0f} /s, {naive_note}"),
+        ("flat_load_vectors_per_s", f"{res['flat_load_vectors_per_s']:,.0f} /s",
+         f"the same into HASH + FLAT, where Redis does little: busy {res['flat_load_server_cpu_share']:.0%}, "
+         f"Python {res['flat_load_client_cpu_share']:.0%}"),
+        ("flat_load_vs_redisvl", f"{res['flat_load_vs_redisvl']:.2f}x",
+         f"RedisVL SearchIndex.load: {res['flat_load_redisvl_vectors_per_s']:,.0f} /s"),
+        ("flat_load_vs_naive", f"{res['flat_load_vs_naive']:.2f}x",
+         f"one HSET per round trip: {res['flat_load_naive_vectors_per_s']:,.0f} /s "
+         f"(load_hashes on the same vectors: {res['flat_load_naive_bulk_vectors_per_s']:,.0f} /s)"),
+        ("knn_p50_ms", f"{res['knn_p50_ms']:.3f} ms",
+         f"HNSW, EF_RUNTIME {res['knn_ef_runtime']} (the smallest with recall >= {perf.RECALL_TARGET}); "
+         f"default EF_RUNTIME {res['knn_default_ef_runtime']}: {res['knn_default_p50_ms']:.3f} ms"),
+        ("knn_p99_ms", f"{res['knn_p99_ms']:.3f} ms", f"default EF_RUNTIME: {res['knn_default_p99_ms']:.3f} ms"),
+        ("knn_recall_at_10", f"{res['knn_recall_at_10']:.3f}",
+         f"against numpy's exact top-10; default EF_RUNTIME: {res['knn_default_recall_at_10']:.3f}"),
+        ("knn_vs_numpy", f"{res['knn_vs_numpy']:.1f}x",
+         f"numpy brute force, one query at a time: {res['knn_numpy_ms']:.2f} ms per query"),
+        ("flat_p50_ms", f"{res['flat_p50_ms']:.3f} ms",
+         f"FLAT (exact) index, recall {res['flat_recall_at_10']:.3f}; p99 {res['flat_p99_ms']:.3f} ms"),
+        ("batch100_ms", f"{res['batch100_ms']:.1f} ms",
+         f"{BATCH} HNSW queries in one pipeline (EF_RUNTIME {res['batch100_ef_runtime']}): "
+         f"{res['batch100_ms'] / BATCH:.3f} ms each"),
+        ("memory_bytes_per_vector", f"{res['memory_bytes_per_vector']:,.0f} B",
+         f"INFO used_memory growth / n (hash + index); HNSW structure alone (FT.INFO) "
+         f"{res['memory_vector_index_bytes_per_vector']:,.0f} B; rule of thumb dim x 4 x 1.3 = "
+         f"{res['memory_rule_bytes_per_vector']:,.0f} B"),
+    ]
+    targets = res["targets"]
+    return [(key, value, how, target_text(targets.get(key))) for key, value, how in rows]
+
+
+def target_text(target: dict | None) -> str:  # type: ignore[type-arg]
+    if target is None:
+        return ""
+    return f"{target['target']}: {'met' if target['met'] else '**not met**'}"
+
+
+def sweep_table(res: dict) -> str:  # type: ignore[type-arg]
+    rows = [("EF_RUNTIME", "recall@10", "p50 ms", "p99 ms")]
+    rows += [(str(p["ef_runtime"]), f"{p['recall']:.3f}", f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}")
+             for p in res["ef_sweep"]]
+    return "HNSW recall and latency as EF_RUNTIME grows:\n\n" + markdown(rows)
+
+
+def loads_table(res: dict) -> str:  # type: ignore[type-arg]
+    rows = [("loader", "index", "vectors", "vectors/s", "seconds", "Python CPU", "Redis CPU", "of which indexing")]
+    for load in res["loads"]:
+        wall = load["seconds"]
+        rows.append((load["loader"], load["index"], f"{load['n']:,}", f"{load['per_s']:,.0f}", f"{wall:.2f}",
+                     f"{load['client_cpu_seconds'] / wall:.0%}", f"{load['server_cpu_seconds'] / wall:.0%}",
+                     f"{load['indexing_seconds'] / wall:.0%}"))
+    return ("Every load of the run: wall time until FT.INFO counts every document, and the CPU each side used "
+            "as a share of it (Python: packing, sending, reading replies; Redis main thread: parsing, HSET, "
+            "indexing):\n\n" + markdown(rows))
+
+
+def markdown(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

@@ -1,0 +1,386 @@
+"""How the workbook measures speed, recall and memory: the one source of every figure.
+
+`redis-workbook bench` and notebook 08 both call these functions, so a number in
+the README and a number on a learner's plot are measured the same way. Each
+function measures one thing on the Redis it is given and leaves the timing
+choices (warm-up, percentiles, what counts as "loaded") in one place.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from redis.commands.search.field import TagField
+
+from redis_workbook.loading import interactive, load_hashes
+from redis_workbook.report import ft_info
+from redis_workbook.schema import IndexSpec, check_algorithm, create_index, vector_field
+from redis_workbook.server import EmbeddedRedis
+
+K = 10
+DEFAULT_EF_RUNTIME = 10  # what RediSearch's HNSW uses when a query sets no EF_RUNTIME
+EF_SWEEP = (10, 20, 40, 80, 160, 320, 640)
+RECALL_TARGET = 0.95
+RULE_OF_THUMB_OVERHEAD = 1.3  # "vectors x dims x 4 bytes x 1.3"
+CATEGORIES = 10
+
+# Synthetic "embedding-like" vectors: real sentence embeddings are not spread evenly over
+# all 384 directions. Measured on the 525 distinct shipped texts (products, posts, query
+# pairs) embedded with all-MiniLM-L6-v2: the variance along the i-th principal direction
+# falls roughly as i ** -0.85 (fitted slopes run from -0.6 at the head to -1.1 in the
+# tail), and the mean of the unit vectors has length 0.22 (every embedding leans the
+# same way a little). Independent Gaussian vectors ("iid") are the worst case for any
+# ANN index; they are available too, and notebook 08 shows the difference.
+SPECTRUM_EXPONENT = 0.85
+MEAN_LENGTH = 0.22
+DATA_KINDS = ("embedding-like", "iid")
+
+
+# ------------------------------------------------------------------ data
+
+
+def unit_vectors(n: int, dim: int, seed: int = 0, kind: str = "embedding-like") -> np.ndarray:
+    """`n` seeded random float32 unit vectors of width `dim`; no model needed."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"kind must be one of {DATA_KINDS}, got {kind!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}.")
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n, dim), dtype=np.float32)
+    if kind == "embedding-like":
+        scale = np.arange(1, dim + 1, dtype=np.float32) ** (-SPECTRUM_EXPONENT / 2)
+        mean = np.random.default_rng(dim).standard_normal(dim).astype(np.float32)  # same for every seed
+        mean *= MEAN_LENGTH * np.linalg.norm(scale) / np.linalg.norm(mean)
+        noise = noise * scale + mean
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    return noise
+
+
+def bench_records(n: int) -> list[dict[str, object]]:
+    """One small record per vector: an id and a category tag, like a product without the text."""
+    return [{"id": str(i), "category": f"c{i % CATEGORIES}"} for i in range(n)]
+
+
+def bench_index(dim: int, algorithm: str = "HNSW", tag: str = "perf") -> IndexSpec:
+    """A HASH index with a tag and a vector field built by schema.vector_field (M, EF_CONSTRUCTION as taught)."""
+    algorithm = check_algorithm(algorithm)
+    fields = (TagField("category"), vector_field(dim, algorithm))
+    return IndexSpec(f"idx:{tag}:{algorithm.lower()}", f"{tag}:{algorithm.lower()}:", fields)
+
+
+def exact_top_k(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Row numbers of each query's k most cosine-similar rows (unit vectors: dot product), best first."""
+    result = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), 64):  # 64 queries at a time keeps the score matrix small
+        scores = queries[start:start + 64] @ matrix.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        result[start:start + 64] = np.take_along_axis(top, order, axis=1)
+    return result
+
+
+def numpy_knn(matrix: np.ndarray, query: np.ndarray, k: int = K) -> np.ndarray:
+    """Brute-force top-k for one query: what you would write without a vector database."""
+    scores = matrix @ query
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.argsort(-scores[top])]
+
+
+def recall_at_k(approx_ids: Sequence[object], exact_ids: Sequence[object]) -> float:
+    """The share of the exact top-k that the approximate top-k found (same contract as notebook 08's)."""
+    exact = list(exact_ids)
+    if not exact:
+        raise ValueError("exact_ids must not be empty: recall is a share of the exact top-k.")
+    return len(set(approx_ids) & set(exact)) / len(exact)
+
+
+def mean_recall(approx: Sequence[Sequence[object]], exact: Sequence[Sequence[object]]) -> float:
+    return float(np.mean([recall_at_k(a, e) for a, e in zip(approx, exact, strict=True)]))
+
+
+# ------------------------------------------------------------------ timing helpers
+
+
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(seconds) * 1e3, q))
+
+
+def server_start_seconds(repeats: int = 5) -> float:
+    """Median time from starting an embedded redis-server process to its first PONG."""
+    samples = []
+    for _ in range(repeats):
+        server = EmbeddedRedis().start()
+        samples.append(server.start_seconds)
+        server.stop()
+    return statistics.median(samples)
+
+
+# ------------------------------------------------------------------ indexes and loading
+
+
+def drop_index(r: redis.Redis, spec: IndexSpec) -> None:
+    """FT.DROPINDEX ... DD: the index and its documents, nothing else."""
+    try:
+        r.execute_command("FT.DROPINDEX", spec.name, "DD")
+    except redis.ResponseError as exc:
+        if "unknown index" not in str(exc).lower() and "no such index" not in str(exc).lower():
+            raise
+
+
+def fresh_index(r: redis.Redis, spec: IndexSpec) -> None:
+    drop_index(r, spec)
+    create_index(r, spec)
+
+
+Loader = Callable[[redis.Redis, IndexSpec, list, np.ndarray, bool], object]
+
+
+def load_bulk(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool) -> object:
+    """The package's loader (redis_workbook.load_hashes)."""
+    return load_hashes(r, spec.prefix, records, matrix, progress=progress, desc="load_hashes")
+
+
+def load_naive(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool) -> object:
+    """One HSET per round trip: the loop most first attempts look like."""
+    from tqdm.auto import tqdm
+
+    for record, row in tqdm(zip(records, matrix), total=len(records), desc="one HSET each",
+                            unit="doc", disable=not progress):
+        r.hset(f"{spec.prefix}{record['id']}", mapping={**record, spec.vector_field: row.tobytes()})
+    return None
+
+
+def load_redisvl(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool) -> object:
+    """RedisVL's SearchIndex.load with its defaults, given the vectors as bytes as its docs show."""
+    from redisvl.index import SearchIndex
+    from redisvl.schema import IndexSchema
+
+    schema = IndexSchema.from_dict({"index": {"name": spec.name, "prefix": spec.prefix, "storage_type": "hash"},
+                                    "fields": redisvl_fields(spec)})
+    data = [{**record, spec.vector_field: row.tobytes()} for record, row in zip(records, matrix)]
+    return SearchIndex(schema, redis_client=r).load(data, id_field="id")
+
+
+def redisvl_fields(spec: IndexSpec) -> list[dict[str, object]]:
+    """The index's fields in RedisVL's schema words, translated from the redis-py fields (one definition)."""
+    fields: list[dict[str, object]] = []
+    for field in spec.fields:
+        kind, *rest = field.args
+        if kind != "VECTOR":
+            fields.append({"name": field.name, "type": str(kind).lower()})
+            continue
+        algorithm, _count, *pairs = rest
+        attrs = {str(key).lower(): value for key, value in zip(pairs[::2], pairs[1::2])}
+        translated = {"algorithm": algorithm.lower(), "dims": attrs.pop("dim"),
+                      "datatype": attrs.pop("type").lower(), "distance_metric": attrs.pop("distance_metric").lower()}
+        fields.append({"name": field.name, "type": "vector", "attrs": translated | attrs})
+    return fields
+
+
+LOADERS: dict[str, Loader] = {"bulk": load_bulk, "naive": load_naive, "redisvl": load_redisvl}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One timed load into a fresh index, and where its time went.
+
+    `seconds` is wall time until FT.INFO counts every document. The profile: CPU the
+    Python process used (packing, sending, reading replies), CPU Redis's main thread
+    used (INFO cpu: parsing, HSET, indexing), and of that, the query engine's own
+    indexing time (FT.INFO total_indexing_time). On 2 cores the two sides overlap.
+    """
+
+    loader: str
+    index: str
+    n: int
+    seconds: float
+    client_cpu_seconds: float
+    server_cpu_seconds: float
+    indexing_seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.n / self.seconds
+
+    def share(self, part: str) -> float:
+        """`client_cpu`, `server_cpu` or `indexing` as a share of the wall time."""
+        return float(getattr(self, f"{part}_seconds")) / self.seconds
+
+
+def time_load(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, loader: str = "bulk",
+              progress: bool | None = None) -> LoadResult:
+    """Create `spec` afresh, load the records with `loader`, and time it until FT.INFO counts them all."""
+    fresh_index(r, spec)
+    show = interactive() if progress is None else progress
+    server_before, client_before = server_cpu_seconds(r), time.process_time()
+    started = time.perf_counter()
+    LOADERS[loader](r, spec, records, matrix, show)
+    _wait_indexed(r, spec, len(records))
+    seconds = time.perf_counter() - started
+    client = time.process_time() - client_before
+    indexing_ms = float(ft_info(r, spec.name)["total_indexing_time"])
+    return LoadResult(loader, spec.name, len(records), seconds, client, server_cpu_seconds(r) - server_before,
+                      indexing_ms / 1e3)
+
+
+def server_cpu_seconds(r: redis.Redis) -> float:
+    """CPU seconds Redis's main thread has used (where commands and indexing run)."""
+    cpu = r.info("cpu")
+    if "used_cpu_user_main_thread" in cpu:
+        return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def _wait_indexed(r: redis.Redis, spec: IndexSpec, n: int, timeout: float = 600.0) -> None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        info = ft_info(r, spec.name)
+        if int(info["num_docs"]) >= n and float(info["percent_indexed"]) >= 1.0:
+            return
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{spec.name} indexed {info['num_docs']} of {n} documents in {timeout:.0f} s.")
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------ queries
+
+
+def knn_args(spec: IndexSpec, query: np.ndarray, k: int = K, ef_runtime: int | None = None) -> list[object]:
+    """The FT.SEARCH arguments of a KNN query returning ids and distances, nearest first."""
+    ef = "" if ef_runtime is None else " EF_RUNTIME $ef"
+    params: list[object] = ["vec", query.astype("<f4").tobytes()] + ([] if ef_runtime is None else ["ef", ef_runtime])
+    return ["FT.SEARCH", spec.name, f"*=>[KNN {k} @{spec.vector_field} $vec{ef} AS dist]",
+            "PARAMS", len(params), *params, "SORTBY", "dist", "RETURN", 1, "dist",
+            "LIMIT", 0, k, "DIALECT", 2]
+
+
+def reply_ids(reply: object, prefix: str) -> list[int]:
+    """Row numbers from an FT.SEARCH reply (RESP3 dict or RESP2 list), keys `prefix<row>`."""
+    if isinstance(reply, Mapping):
+        keys = [doc[b"id"] if b"id" in doc else doc["id"] for doc in reply.get(b"results", reply.get("results", []))]
+    else:
+        keys = list(reply)[1::2]  # type: ignore[call-overload]
+    return [int((key.decode() if isinstance(key, bytes) else key)[len(prefix):]) for key in keys]
+
+
+@dataclass(frozen=True)
+class QueryRun:
+    """Single-query latencies and what each query returned."""
+
+    seconds: list[float]
+    ids: list[list[int]]
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile_ms(self.seconds, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile_ms(self.seconds, 99)
+
+    def recall(self, exact: np.ndarray) -> float:
+        return mean_recall(self.ids, exact.tolist())
+
+
+def time_queries(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
+                 ef_runtime: int | None = None, warmup: int = 20) -> QueryRun:
+    """One FT.SEARCH round trip per query, each timed on its own (what an application's request waits)."""
+    for query in queries[:warmup]:
+        r.execute_command(*knn_args(spec, query, k, ef_runtime))
+    seconds, ids = [], []
+    for query in queries:
+        args = knn_args(spec, query, k, ef_runtime)
+        started = time.perf_counter()
+        reply = r.execute_command(*args)
+        seconds.append(time.perf_counter() - started)
+        ids.append(reply_ids(reply, spec.prefix))
+    return QueryRun(seconds, ids)
+
+
+def time_batch(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
+               ef_runtime: int | None = None, repeats: int = 5) -> float:
+    """Median seconds for all `queries` sent in one pipeline (one round trip)."""
+    samples = []
+    for _ in range(repeats):
+        pipe = r.pipeline(transaction=False)
+        for query in queries:
+            pipe.execute_command(*knn_args(spec, query, k, ef_runtime))
+        started = time.perf_counter()
+        pipe.execute()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def time_numpy(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> list[float]:
+    """Seconds per brute-force numpy query, one query at a time like the Redis figures."""
+    numpy_knn(matrix, queries[0], k)
+    samples = []
+    for query in queries:
+        started = time.perf_counter()
+        numpy_knn(matrix, query, k)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    ef_runtime: int
+    recall: float
+    p50_ms: float
+    p99_ms: float
+
+
+def recall_sweep(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, exact: np.ndarray,
+                 efs: Sequence[int] = EF_SWEEP, k: int = K) -> list[SweepPoint]:
+    """Recall@k and latency as EF_RUNTIME grows: the HNSW accuracy/speed dial."""
+    points = []
+    for ef in efs:
+        run = time_queries(r, spec, queries, k, ef)
+        points.append(SweepPoint(ef, run.recall(exact), run.p50_ms, run.p99_ms))
+    return points
+
+
+def pick_ef(points: Sequence[SweepPoint], target: float = RECALL_TARGET) -> SweepPoint:
+    """The smallest EF_RUNTIME whose recall meets the target (the largest tried when none does)."""
+    meeting = [p for p in points if p.recall >= target]
+    return min(meeting, key=lambda p: p.ef_runtime) if meeting else max(points, key=lambda p: p.ef_runtime)
+
+
+# ------------------------------------------------------------------ memory
+
+
+def used_memory(r: redis.Redis) -> int:
+    """INFO memory's used_memory: everything Redis has allocated, in bytes."""
+    return int(r.info("memory")["used_memory"])
+
+
+def rule_of_thumb_bytes(n: int, dim: int) -> float:
+    """The planning rule: vectors x dims x 4 bytes (float32) x 1.3 for index overhead."""
+    return n * dim * 4 * RULE_OF_THUMB_OVERHEAD
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    n: int
+    dim: int
+    used_bytes: int  # INFO memory used_memory after the load minus before it
+    vector_index_bytes: float  # FT.INFO vector_index_sz_mb: the HNSW/FLAT structure alone
+
+    @property
+    def bytes_per_vector(self) -> float:
+        return self.used_bytes / self.n
+
+    @property
+    def rule_bytes(self) -> float:
+        return rule_of_thumb_bytes(self.n, self.dim)
+
+
+def memory_report(r: redis.Redis, spec: IndexSpec, n: int, dim: int, before: int) -> MemoryReport:
+    """Memory the load added (`before` = used_memory taken before it) next to the index's own share."""
+    info = ft_info(r, spec.name)
+    return MemoryReport(n, dim, used_memory(r) - before, float(info["vector_index_sz_mb"]) * 2**20)

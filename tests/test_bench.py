@@ -1,0 +1,215 @@
+"""The benchmark's measuring code and the loader's fast path, against the real query engine.
+
+No test here asserts a speed: timings depend on the machine. They check that every
+figure is present and sane, that the peers load the same bytes into the same index
+definition, and that what the figures are computed from (ids, recall, memory) is right.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import redis
+
+from redis_workbook import cli, load_hashes, perf
+from redis_workbook.bench import TARGETS
+from redis_workbook.report import ft_info
+from redis_workbook.schema import create_index
+
+ISSUE_KEYS = ("load_vectors_per_s", "load_vs_redisvl", "load_vs_naive", "knn_p50_ms", "knn_p99_ms",
+              "knn_recall_at_10", "knn_vs_numpy", "flat_p50_ms", "batch100_ms", "memory_bytes_per_vector",
+              "server_start_s")
+
+
+# ------------------------------------------------------------------ the command, once, as CI's smoke test
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["bench", "--quick", "--json", str(path)]) == 0
+    return json.loads(path.read_text()), out.getvalue()
+
+
+def test_quick_run_has_every_key_of_the_issue_and_each_is_sane(quick: tuple[dict, str]) -> None:
+    results, table = quick
+    for key in ISSUE_KEYS:
+        assert isinstance(results[key], (int, float)) and math.isfinite(results[key]) and results[key] > 0, key
+        assert f"| {key} " in table, f"{key} missing from the printed table"
+    assert results["n"] == 10_000 and results["dim"] == 384
+    for key in ("knn_recall_at_10", "knn_default_recall_at_10", "flat_recall_at_10"):
+        assert 0.0 <= results[key] <= 1.0, key
+    assert results["knn_ef_runtime"] in perf.EF_SWEEP
+    assert results["knn_default_ef_runtime"] == perf.DEFAULT_EF_RUNTIME
+    assert set(results["targets"]) == set(TARGETS)
+    assert results["machine"]["redis"].startswith(("7.", "8.")) and results["machine"]["cpus"] >= 1
+    assert "JSON written to" in table
+
+
+def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
+    res, _ = quick
+    assert res["load_vs_redisvl"] == pytest.approx(res["load_vectors_per_s"] / res["load_redisvl_vectors_per_s"])
+    assert res["load_vs_naive"] == pytest.approx(res["load_naive_bulk_vectors_per_s"] / res["load_naive_vectors_per_s"])
+    assert res["knn_vs_numpy"] == pytest.approx(res["knn_numpy_ms"] / res["knn_p50_ms"])
+    assert res["memory_rule_bytes_per_vector"] == pytest.approx(384 * 4 * 1.3)
+    loads = {(load["loader"], load["index"]): load["n"] for load in res["loads"]}
+    assert loads[("bulk", "idx:bench:hnsw")] == loads[("redisvl", "idx:bench-redisvl:hnsw")] == 10_000
+    assert loads[("naive", "idx:bench-naive:hnsw")] == loads[("bulk", "idx:bench-subset:hnsw")] == res["load_naive_n"]
+
+
+def test_quick_run_figures_agree_with_what_must_be_true(quick: tuple[dict, str]) -> None:
+    res, _ = quick
+    # FLAT is exact search: it must find numpy's exact top-10 (ties aside).
+    assert res["flat_recall_at_10"] >= 0.99
+    # Each vector is stored at least once as 384 float32 values in its hash.
+    assert res["memory_bytes_per_vector"] > 384 * 4
+    # The sweep's chosen EF_RUNTIME is the smallest meeting the target, when one does.
+    meeting = [p["ef_runtime"] for p in res["ef_sweep"] if p["recall"] >= perf.RECALL_TARGET]
+    if meeting:
+        assert res["knn_ef_runtime"] == min(meeting)
+
+
+# ------------------------------------------------------------------ perf's pieces
+
+
+def test_unit_vectors_are_seeded_unit_length_and_validated() -> None:
+    a = perf.unit_vectors(50, 16, seed=3)
+    assert a.dtype == np.float32 and a.shape == (50, 16)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(a, perf.unit_vectors(50, 16, seed=3))
+    assert not np.array_equal(a, perf.unit_vectors(50, 16, seed=4))
+    # embedding-like vectors lean one way (positive mean cosine); iid ones do not
+    like, iid = perf.unit_vectors(400, 64), perf.unit_vectors(400, 64, kind="iid")
+    assert (like @ like.T).mean() > 0.03 > abs((iid @ iid.T).mean())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        perf.unit_vectors(5, 4, kind="gaussian")
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        perf.unit_vectors(0, 4)
+
+
+def test_exact_top_k_matches_a_plain_sort() -> None:
+    matrix, queries = perf.unit_vectors(300, 8, 1), perf.unit_vectors(70, 8, 2)
+    expected = np.argsort(-(queries @ matrix.T), axis=1)[:, :5]
+    assert np.array_equal(perf.exact_top_k(matrix, queries, k=5), expected)
+    assert np.array_equal(perf.numpy_knn(matrix, queries[7], k=5), expected[7])
+
+
+def test_recall_at_k() -> None:
+    assert perf.recall_at_k(["1", "2", "3"], ["3", "4", "1", "9"]) == 0.5
+    assert perf.recall_at_k([], [1, 2]) == 0.0
+    assert perf.mean_recall([[1, 2], [3, 4]], [[1, 2], [3, 5]]) == 0.75
+    with pytest.raises(ValueError, match="exact_ids must not be empty"):
+        perf.recall_at_k([1], [])
+
+
+@pytest.mark.parametrize("algorithm", ["HNSW", "FLAT"])
+def test_redisvl_schema_describes_the_same_index(r: redis.Redis, algorithm: str) -> None:
+    """The RedisVL peer is handed our index definition; created by RedisVL it must be identical."""
+    from redisvl.index import SearchIndex
+    from redisvl.schema import IndexSchema
+
+    ours = perf.bench_index(16, algorithm, "ours")
+    create_index(r, ours)
+    theirs = IndexSchema.from_dict({"index": {"name": "idx:theirs", "prefix": "theirs:", "storage_type": "hash"},
+                                    "fields": perf.redisvl_fields(ours)})
+    SearchIndex(theirs, redis_client=r).create()
+
+    def attributes(name: str) -> list:
+        return [{k: v for k, v in a.items() if k not in (b"identifier", b"attribute")}
+                for a in ft_info(r, name)["attributes"]]
+
+    assert attributes("idx:theirs") == attributes(ours.name)
+
+
+def test_the_three_loaders_store_the_same_bytes(r: redis.Redis) -> None:
+    matrix, records = perf.unit_vectors(30, 8), perf.bench_records(30)
+    stored = {}
+    for loader in perf.LOADERS:
+        spec = perf.bench_index(8, "HNSW", f"t-{loader}")
+        result = perf.time_load(r, spec, records, matrix, loader, progress=False)
+        assert result.n == 30 and result.seconds > 0 and result.per_s > 0
+        stored[loader] = {key[len(spec.prefix):]: r.hgetall(key) for key in r.scan_iter(f"{spec.prefix}*")}
+        assert int(ft_info(r, spec.name)["num_docs"]) == 30
+    assert stored["bulk"] == stored["naive"] == stored["redisvl"]
+    assert stored["bulk"][b"7"] == {b"id": b"7", b"category": b"c7", b"embedding": matrix[7].tobytes()}
+
+
+def test_queries_return_the_rows_redis_found_in_both_protocols(redis_server, r: redis.Redis) -> None:  # noqa: ANN001
+    matrix, queries = perf.unit_vectors(200, 8), perf.unit_vectors(5, 8, 9)
+    spec = perf.bench_index(8, "FLAT")
+    perf.time_load(r, spec, perf.bench_records(200), matrix, progress=False)
+    exact = perf.exact_top_k(matrix, queries)
+    resp2 = redis_server.client(protocol=2)
+    for client in (r, resp2):
+        run = perf.time_queries(client, spec, queries, warmup=1)
+        assert run.ids == exact.tolist() and run.recall(exact) == 1.0
+        assert len(run.seconds) == 5 and run.p50_ms > 0
+    assert perf.time_batch(r, spec, queries, repeats=2) > 0
+    resp2.close()
+
+
+def test_sweep_and_pick(r: redis.Redis) -> None:
+    matrix, queries = perf.unit_vectors(500, 8), perf.unit_vectors(20, 8, 9)
+    spec = perf.bench_index(8, "HNSW")
+    perf.time_load(r, spec, perf.bench_records(500), matrix, progress=False)
+    points = perf.recall_sweep(r, spec, queries, perf.exact_top_k(matrix, queries), efs=(10, 200))
+    assert [p.ef_runtime for p in points] == [10, 200]
+    assert all(0.0 <= p.recall <= 1.0 for p in points)
+    fake = [perf.SweepPoint(10, 0.5, 1, 1), perf.SweepPoint(40, 0.96, 1, 1), perf.SweepPoint(80, 0.99, 1, 1)]
+    assert perf.pick_ef(fake).ef_runtime == 40
+    assert perf.pick_ef(fake[:1]).ef_runtime == 10  # none meets the target: the largest tried
+
+
+def test_memory_report_counts_what_the_load_added(r: redis.Redis) -> None:
+    spec = perf.bench_index(64, "HNSW")
+    before = perf.used_memory(r)
+    perf.time_load(r, spec, perf.bench_records(2000), perf.unit_vectors(2000, 64), progress=False)
+    memory = perf.memory_report(r, spec, 2000, 64, before)
+    assert memory.bytes_per_vector > 64 * 4  # at least the hash's copy of each vector
+    assert 64 * 4 <= memory.vector_index_bytes / 2000 < memory.bytes_per_vector
+    assert memory.rule_bytes == pytest.approx(2000 * 64 * 4 * 1.3)
+    perf.drop_index(r, spec)
+    assert r.dbsize() == 0
+    perf.drop_index(r, spec)  # dropping twice is harmless
+
+
+# ------------------------------------------------------------------ the loader's fast path
+
+
+def test_fast_path_stores_what_redis_py_hset_stores(r: redis.Redis) -> None:
+    records = [{"id": "1", "name": "Café crème ☕", "price": 3.5, "stock": 12, "raw": b"\x00\xffbin", 7: "int name"},
+               {"id": "2", "name": "", "price": 1e-7, "stock": -3, "raw": b"", 7: "x"}]
+    matrix = perf.unit_vectors(2, 4)
+    load_hashes(r, "fast:", records, matrix, progress=False)
+    for record, row in zip(records, matrix):
+        r.hset(f"slow:{record['id']}", mapping={**record, "embedding": row.tobytes()})
+        assert r.hgetall(f"fast:{record['id']}") == r.hgetall(f"slow:{record['id']}")
+
+
+def test_fast_path_raises_redis_errors_and_keeps_the_client_usable(redis_server, r: redis.Redis) -> None:  # noqa: ANN001
+    r.set("p:2", "a string, not a hash")
+    records = [{"id": str(i)} for i in range(5)]
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        load_hashes(r, "p:", records, perf.unit_vectors(5, 4), batch_size=2)
+    assert r.ping() and r.exists("p:0", "p:1") == 2
+    single = redis_server.client(single_connection_client=True)
+    assert load_hashes(single, "q:", records, perf.unit_vectors(5, 4), batch_size=3) == 5
+    assert single.ping() and r.exists(*[f"q:{i}" for i in range(5)]) == 5
+    single.close()
+
+
+def test_fast_path_refuses_a_non_client_before_writing() -> None:
+    with pytest.raises(TypeError, match="r must be a redis.Redis client"):
+        load_hashes(object(), "p:", [{"id": "1"}], [[1.0, 2.0]])  # type: ignore[arg-type]
+
+
+def test_loader_progress_bar_counts_every_document(r: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    load_hashes(r, "bar:", perf.bench_records(1234), perf.unit_vectors(1234, 4), progress=True, batch_size=500)
+    assert "1234/1234" in capsys.readouterr().err
