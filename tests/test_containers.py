@@ -24,6 +24,8 @@ from docker_engine import DockerEngine
 from redis.backoff import NoBackoff
 from redis.commands.search.query import Query
 from redis.retry import Retry
+from testcontainers.core.config import ConnectionMode
+from testcontainers.core.config import testcontainers_config as tc_config
 
 from redis_workbook import containers, load_hashes
 from redis_workbook.containers import (
@@ -31,8 +33,10 @@ from redis_workbook.containers import (
     IMAGE_ENV,
     OWNER_LABEL,
     STACK_IMAGE,
+    TESTCONTAINERS_DEFAULTS,
     DockerUnavailable,
     RedisContainerProvider,
+    configure_testcontainers,
     docker_available,
     image_convention,
     image_setting,
@@ -104,10 +108,26 @@ def test_container_is_gone_after_the_block(docker_engine: DockerEngine) -> None:
         probe(port).ping()
 
 
-def test_start_container_yields_a_url(docker_engine: DockerEngine) -> None:
+def test_start_container_yields_a_url(docker_engine: DockerEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in TESTCONTAINERS_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
     with start_container(docker_engine.stack_image) as url:
         assert url.startswith("redis://:") and "@127.0.0.1:" in url
         assert redis.Redis.from_url(url).execute_command("FT._LIST") == []
+    # Ryuk would be pulled from a registry: the provider turned it off because nobody chose.
+    assert {name: os.environ[name] for name in TESTCONTAINERS_DEFAULTS} == TESTCONTAINERS_DEFAULTS
+    assert tc_config.ryuk_disabled is True
+
+
+def test_the_users_testcontainers_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "false")
+    monkeypatch.setenv("TESTCONTAINERS_CONNECTION_MODE", "gateway_ip")
+    configure_testcontainers()
+    assert tc_config.ryuk_disabled is False
+    assert tc_config.connection_mode_override == ConnectionMode.gateway_ip
+    for name, value in TESTCONTAINERS_DEFAULTS.items():  # leave testcontainers' config as the other tests expect
+        monkeypatch.setenv(name, value)
+    configure_testcontainers()
 
 
 def test_wrong_convention_is_a_clear_error(docker_engine: DockerEngine) -> None:
