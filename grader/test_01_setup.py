@@ -1,0 +1,44 @@
+"""01_setup: `search_module_version(r)` reads MODULE LIST."""
+
+from __future__ import annotations
+
+import redis
+from ta import call, fail, show
+
+from redis_workbook.connection import loaded_search_version
+
+
+def check_version(got: object, want: int, what: str) -> None:
+    if isinstance(got, bool) or not isinstance(got, int):
+        fail(f"`{what}` must return the version as an int.", expected=f"{want} (int)",
+             got=f"{show(got)} ({type(got).__name__})",
+             hint="MODULE LIST gives the version under `ver`; return `int(...)` of it, not bytes or str.")
+    if got != want:
+        fail(f"`{what}` returned another module's version, or a wrong number.", expected=want, got=got,
+             hint="Find the entry whose `name` is `search` in MODULE LIST and return its `ver`.")
+
+
+def test_search_module_version_is_the_loaded_version(nb, r: redis.Redis) -> None:
+    want = loaded_search_version(r)
+    assert want is not None, "the grader's Redis has no search module"
+    check_version(call("search_module_version(r)", nb.search_module_version, r), want, "search_module_version(r)")
+
+
+def test_search_module_version_with_resp2_client(nb, redis_url: str) -> None:
+    """RESP2 replies are flat lists where RESP3 gives maps: the function must read both."""
+    resp2 = redis.Redis.from_url(redis_url, protocol=2)
+    try:
+        want = loaded_search_version(resp2)
+        got = call("search_module_version(r) with a RESP2 client", nb.search_module_version, resp2)
+    finally:
+        resp2.close()
+    assert want is not None
+    check_version(got, want, "search_module_version(r) with a RESP2 (protocol=2) client")
+
+
+def test_search_module_version_none_without_search(nb, plain_r: redis.Redis) -> None:
+    got = call("search_module_version(r) on a Redis without modules", nb.search_module_version, plain_r)
+    if got is not None:
+        fail("On a Redis without the search module, `search_module_version(r)` must return None.",
+             expected=None, got=got,
+             hint="Only return a version when MODULE LIST has an entry named `search`; otherwise return None.")
