@@ -61,9 +61,9 @@ def unit_vectors(n: int, dim: int, seed: int = 0, kind: str = "embedding-like") 
     return noise
 
 
-def bench_records(n: int) -> list[dict[str, object]]:
-    """One small record per vector: an id and a category tag, like a product without the text."""
-    return [{"id": str(i), "category": f"c{i % CATEGORIES}"} for i in range(n)]
+def bench_records(n: int, start: int = 0) -> list[dict[str, object]]:
+    """One small record per vector (ids start, start+1, ...): an id and a category tag, like a product sans text."""
+    return [{"id": str(i), "category": f"c{i % CATEGORIES}"} for i in range(start, start + n)]
 
 
 def bench_index(dim: int, algorithm: str = "HNSW", tag: str = "perf") -> IndexSpec:
@@ -183,6 +183,17 @@ def redisvl_fields(spec: IndexSpec) -> list[dict[str, object]]:
 
 
 LOADERS: dict[str, Loader] = {"bulk": load_bulk, "naive": load_naive, "redisvl": load_redisvl}
+
+
+def time_inserts(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray) -> list[float]:
+    """Seconds per single HSET (one round trip each) into the existing index: what one write waits."""
+    seconds = []
+    for record, row in zip(records, matrix, strict=True):
+        key, mapping = f"{spec.prefix}{record['id']}", {**record, spec.vector_field: row.tobytes()}
+        started = time.perf_counter()
+        r.hset(key, mapping=mapping)
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 @dataclass(frozen=True)
