@@ -1,0 +1,18 @@
+"""The autograder: a learner's notebook runs in a sandboxed process, the grader's tests call into it.
+
+Modules, trusted side first:
+
+- `plugin`: the pytest plugin (`--submission`, `--backend`, fixtures `nb`, `r`, `redis_url`).
+- `remote`: starts and talks to the worker; `nb` proxies, remote handles, `Recorder`.
+- `backends`: the Redis under test (embedded, testcontainers or a URL) and its restricted learner user.
+- `points`, `results`: points per test (grader/points.toml); results.json, feedback and gradebook.
+- `check`: `redis-workbook check`, and `self_check` / `require` for the notebooks themselves.
+- `grade`: `redis-workbook grade`, a whole class in parallel, resumable.
+
+Learner side: `worker` (runs the cells with IPython and answers calls) and `sandbox`
+(limits, private mounts and process ids, an unprivileged user). The two sides share
+only `wire`, a JSON codec: nothing from the worker is ever unpickled.
+
+This package imports nothing heavy at import time: the worker imports it before it
+enters its sandbox, which needs a single-threaded process.
+"""

@@ -1,0 +1,341 @@
+"""The grading pytest plugin: fixtures `nb`, `r`, `redis_url`, and a per-test outcome with points.
+
+Registered by grader/conftest.py (`pytest_plugins`) or `-p redis_workbook.grading.plugin`.
+
+Remote mode (`--submission NOTEBOOK.ipynb`): the notebook runs in a sandboxed worker
+(remote.Notebook) connected to the Redis under test as a restricted user; `nb`
+proxies calls into it. Local mode (check.self_check/require): a `LocalRun` plugin
+object carries the notebook's globals() and a private Redis URL; `nb` wraps the dict.
+
+Either way: one Redis per pytest session (`--backend embedded|testcontainers|url`),
+FLUSHALL before every test with the admin client, and `--results-json PATH`
+records nodeid, name, passed, points, max_points and a short message per test.
+A Redis that stops answering marks the run an infrastructure failure and stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from redis_workbook.grading import backends, points, remote, submission
+from redis_workbook.grading.results import write_json_atomic
+
+ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
+PARENT_ENV = "REDIS_WORKBOOK_PARENT_PID"
+MESSAGE_LIMIT = 4000
+KEY = pytest.StashKey["Grading"]()
+
+
+@dataclass(eq=False)  # plugins must be hashable
+class LocalRun:
+    """Passed to pytest.main(plugins=[...]) by self_check/require: the namespace and a Redis to use."""
+
+    namespace: dict
+    redis_url: str
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("redis-workbook", "grading a learner's notebook")
+    group.addoption("--submission", metavar="NOTEBOOK", help="the learner's .ipynb to grade (runs sandboxed)")
+    group.addoption("--backend", choices=backends.BACKENDS, default="embedded",
+                    help="the Redis to test against: a fresh embedded server, a container, or --redis-url")
+    group.addoption("--redis-url", help=f"with --backend url (or env {ADMIN_URL_ENV}); emptied before every test")
+    group.addoption("--results-json", metavar="PATH", help="write each test's outcome and points here")
+    defaults = remote.Settings()
+    group.addoption("--cell-timeout", type=float, default=defaults.cell_timeout, help="seconds per notebook cell")
+    group.addoption("--notebook-timeout", type=float, default=defaults.notebook_timeout,
+                    help="seconds for all of the notebook's cells")
+    group.addoption("--call-timeout", type=float, default=defaults.call_timeout, help="seconds per call into it")
+    group.addoption("--memory-mb", type=int, default=defaults.limits.memory_mb, help="address space of its process")
+    group.addoption("--hide", action="append", default=[], metavar="PATH",
+                    help="a path the notebook's process must not see (repeatable)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[KEY] = Grading(config)
+    if parent := os.environ.get(PARENT_ENV):
+        from redis_workbook.grading.sandbox import die_with_parent
+
+        die_with_parent(signal.SIGTERM)
+        if str(os.getppid()) != parent:
+            raise SystemExit(3)
+    if config.getoption("submission") and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt  # pytest then finishes the session: the worker and Redis are stopped
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[KEY].score_items(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    if report.failed or report.skipped:
+        grading = item.config.stash[KEY]
+        message = failure_message(call.excinfo) if call.excinfo is not None else "failed"
+        if call.when == "teardown":
+            message = "error after the test: " + message
+        report.workbook_message = message  # type: ignore[attr-defined]
+        if report.failed:
+            grading.check_infrastructure(item.session)
+    item.config.stash[KEY].record(report)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[KEY].finish()
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def _workbook(request: pytest.FixtureRequest) -> Grading:
+    return request.config.stash[KEY]
+
+
+@pytest.fixture(autouse=True)
+def _workbook_fresh_redis(_workbook: Grading) -> None:
+    """Before every test: the notebook is running (its cells have run) and the database is empty."""
+    _workbook.before_test()
+
+
+@pytest.fixture
+def nb(_workbook: Grading) -> Any:
+    """The learner's namespace: `nb.knn_search(r, q)` calls their function (in the sandbox when grading)."""
+    return _workbook.namespace
+
+
+@pytest.fixture
+def r(_workbook: Grading) -> Iterator[redis.Redis]:
+    """A trusted, binary-safe admin client on the (emptied) Redis under test."""
+    client = _workbook.redis_under_test().admin()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_url(_workbook: Grading) -> str:
+    """The admin URL of the Redis under test, for a second client (e.g. decode_responses=True)."""
+    return _workbook.redis_under_test().admin_url
+
+
+# ---------------------------------------------------------------------------------------------- session
+class Grading:
+    """One pytest session's grading state: Redis, the notebook, each test's outcome."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.local = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, LocalRun)), None)
+        self.started = time.monotonic()
+        self.redis: backends.RedisUnderTest | None = None
+        self.notebook: remote.Notebook | None = None
+        self._namespace: Any = None
+        self.submission: submission.Submission | None = None
+        self.assignment: str | None = None
+        self.known: tuple[str, ...] = ()
+        self.outcomes: dict[str, dict] = {}
+        self.infrastructure: str | None = None
+        self.warnings: list[str] = []
+
+    # ------------------------------------------------------------------ collection
+    def score_items(self, items: list[pytest.Item]) -> None:
+        """Points per collected test from the nearest points.toml; parametrized cases share their test's points."""
+        tables: dict[Path, dict[str, dict[str, float]]] = {}
+        functions = Counter((item.path, _function_name(item)) for item in items)
+        assignments = set()
+        for item in items:
+            file = points.points_file_for(item.path)
+            table_set = tables.setdefault(file, points.read(file)) if file else {}
+            self.known = tuple(sorted(set(self.known) | set(table_set)))
+            assignment = points.assignment_of_module(item.path.stem, tuple(table_set))
+            assignments.add(assignment)
+            name = _function_name(item)
+            worth = table_set.get(assignment or "", {}).get(name)
+            if worth is None:
+                self.warnings.append(f"{item.nodeid} has no points in {file or points.POINTS_FILE}")
+                worth = 0.0
+            function = getattr(item, "function", None)
+            doc = (function.__doc__ or "").strip().split("\n")[0] if function is not None else ""
+            self.outcomes[item.nodeid] = {
+                "nodeid": item.nodeid, "name": item.name, "doc": doc, "assignment": assignment, "passed": False,
+                "points": 0.0, "max_points": worth / functions[(item.path, name)], "message": "not run", "ran": False,
+            }
+        if len(assignments) == 1:
+            self.assignment = assignments.pop()
+
+    def record(self, report: pytest.TestReport) -> None:
+        outcome = self.outcomes.get(report.nodeid)
+        if outcome is None:
+            return
+        outcome["ran"] = True
+        if report.when == "call" and report.passed and outcome["message"] == "not run":
+            outcome.update(passed=True, points=outcome["max_points"], message="")
+        elif report.failed or report.skipped:
+            message = getattr(report, "workbook_message", "failed")
+            if report.skipped:
+                message = "skipped: " + message
+            if outcome["passed"] or outcome["message"] in ("not run", ""):
+                outcome.update(passed=False, points=0.0, message=message[:MESSAGE_LIMIT])
+
+    # ------------------------------------------------------------------ per test
+    def redis_under_test(self) -> backends.RedisUnderTest:
+        if self.redis is None:
+            if self.local is not None:
+                url = self.local.redis_url
+                self.redis = backends.RedisUnderTest("local", url, url, backends.address_of(url), lambda: None)
+            else:
+                option = self.config.getoption
+                url = option("redis_url") or os.environ.get(ADMIN_URL_ENV)
+                try:
+                    self.redis = backends.start(option("backend"), url)
+                except Exception as exc:
+                    self.infrastructure = f"the Redis under test could not be started: {exc}"
+                    raise
+                self.warnings += self.redis.warnings
+        return self.redis
+
+    @property
+    def namespace(self) -> Any:
+        if self._namespace is None:
+            if self.local is not None:
+                self._namespace = remote.LocalNamespace(self.local.namespace)
+            else:
+                raise pytest.UsageError("The grader's tests need a notebook: pass --submission NOTEBOOK.ipynb "
+                                        "(or use `redis-workbook check NOTEBOOK`).")
+        return self._namespace
+
+    def before_test(self) -> None:
+        if self.infrastructure:
+            pytest.fail(f"not run: {self.infrastructure}", pytrace=False)
+        if self.local is None and self.config.getoption("submission"):
+            self._prepare_notebook()
+        client = self.redis_under_test().admin(socket_timeout=30)
+        try:
+            client.flushall()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self.infrastructure = f"the Redis under test stopped answering ({exc})"
+            raise
+        finally:
+            client.close()
+
+    def _prepare_notebook(self) -> None:
+        if self.submission is None:
+            path = Path(self.config.getoption("submission"))
+            self.submission = submission.load(path, self.assignment, self.known)
+        if self.submission.problem:
+            pytest.fail(self.submission.problem, pytrace=False)
+        under_test = self.redis_under_test()
+        if self.notebook is None:
+            settings = remote.Settings(
+                cell_timeout=self.config.getoption("cell_timeout"),
+                notebook_timeout=self.config.getoption("notebook_timeout"),
+                call_timeout=self.config.getoption("call_timeout"))
+            settings.limits.memory_mb = self.config.getoption("memory_mb")
+            self.notebook = remote.Notebook(self.submission, under_test.learner_url, settings,
+                                            hide=self._hidden_paths(), grading_address=under_test.address)
+            self._namespace = remote.RemoteNamespace(self.notebook)
+        try:
+            self.notebook.prepare_for_test()
+        except remote.InfrastructureError as exc:
+            self.infrastructure = str(exc)
+            raise
+
+    def _hidden_paths(self) -> list[str]:
+        """The grader's own files: the test folders of this run, the repository's grader/solutions/.git."""
+        here = self.config.invocation_params.dir
+        paths = [str((here / p).resolve()) for p in self.config.getoption("hide")]
+        tests = [(here / a.split("::")[0]).resolve() for a in self.config.args]
+        paths += [str(t if t.is_dir() else t.parent) for t in tests if t.exists()]
+        try:
+            grader = points.grader_dir()
+            paths += [str(grader), *(str(grader.parent / n) for n in ("solutions", ".git", "tests"))]
+        except points.GraderNotFound:
+            pass
+        return sorted({p for p in paths if Path(p).exists()})
+
+    def check_infrastructure(self, session: pytest.Session) -> None:
+        """After a failure: is Redis still there? If not, this run cannot grade anything more."""
+        if self.redis is not None and self.infrastructure is None and not self.redis.alive():
+            self.infrastructure = "the Redis under test stopped answering"
+        if self.infrastructure:
+            session.shouldstop = f"infrastructure failure: {self.infrastructure}"
+
+    # ------------------------------------------------------------------ end
+    def finish(self) -> None:
+        if self.notebook is not None:
+            self.notebook.close()
+        if self.redis is not None and self.local is None:
+            try:
+                self.redis.stop()
+            except Exception as exc:  # noqa: BLE001 - stopping must not hide the results
+                self.warnings.append(f"stopping Redis: {exc}")
+        if path := self.config.getoption("results_json"):
+            write_json_atomic(Path(path), self.results())
+
+    def results(self) -> dict:
+        tests = list(self.outcomes.values())
+        notebook = self.notebook
+        return {
+            "assignment": self.assignment,
+            "submission": self.config.getoption("submission"),
+            "tests": tests,
+            "score": sum(t["points"] for t in tests),
+            "max_score": sum(t["max_points"] for t in tests),
+            "submission_problem": self.submission.problem if self.submission else None,
+            "notebook": None if notebook is None else {
+                "problems": notebook.problems(), "output": notebook.output.text(), "restarts": notebook.restarts,
+                "sandbox": notebook.sandbox_report,
+            },
+            "infrastructure_error": self.infrastructure,
+            "warnings": self.warnings,
+            "duration": round(time.monotonic() - self.started, 3),
+        }
+
+
+def _function_name(item: pytest.Item) -> str:
+    return getattr(item, "originalname", None) or item.name.split("[")[0]
+
+
+# ---------------------------------------------------------------------------------------------- messages
+def failure_message(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    """What a learner should read: the test's own message, or the error and where in their code it happened."""
+    exc = excinfo.value
+    if isinstance(exc, (pytest.fail.Exception, pytest.skip.Exception)):
+        return str(exc.msg)[:MESSAGE_LIMIT]
+    if isinstance(exc, remote.MissingDefinition):
+        return str(exc)[:MESSAGE_LIMIT]
+    if isinstance(exc, AssertionError):
+        text = str(exc)
+        head, rewritten, _ = text.partition("\nassert ")
+        return (head if head.strip() and rewritten else _cap_lines(text or "assertion failed", 25))[:MESSAGE_LIMIT]
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001
+        text = type(exc).__name__
+    trace = getattr(exc, "learner_traceback", None)
+    if trace:
+        text += "\nin your notebook:\n" + trace
+    else:
+        short = str(excinfo.getrepr(style="short", chain=False, truncate_locals=True))
+        text += "\n" + _cap_lines(short, 20, keep="last")
+    return text[:MESSAGE_LIMIT]
+
+
+def _cap_lines(text: str, count: int, keep: str = "first") -> str:
+    lines = text.splitlines()
+    if len(lines) <= count:
+        return text
+    return "\n".join(lines[:count] + ["..."]) if keep == "first" else "\n".join(["...", *lines[-count:]])

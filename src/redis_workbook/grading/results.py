@@ -1,0 +1,161 @@
+"""What grading produces: Gradescope's results.json, a feedback page a learner reads, the gradebook.
+
+Status of a submission: "graded" (the score is its grade, possibly 0 with the
+reason in the feedback, e.g. a notebook that is not valid JSON) or
+"not graded: <reason>" (the grader could not grade it, e.g. Redis died twice:
+the gradebook's score stays empty so it is never mistaken for a 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from redis_workbook.grading.points import format_points
+
+GRADED = "graded"
+NOT_GRADED = "not graded"
+GRADEBOOK_COLUMNS = ("student_id", "assignment", "score", "max_score", "status")
+OUTPUT_SHOWN = 3000
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- check
+def check_report(results: dict) -> str:
+    """The learner's self-check: notebook problems, then PASS/FAIL per test with points and message, a total."""
+    lines = []
+    if results.get("submission_problem"):
+        lines.append(f"Your notebook cannot be checked: {results['submission_problem']}")
+    problems = (results.get("notebook") or {}).get("problems") or []
+    if problems:
+        lines.append("While running your notebook:")
+        lines += [f"  - {p}" for p in problems]
+    for test in results["tests"]:
+        mark = "PASS" if test["passed"] else "FAIL"
+        lines.append(f"{mark}  {test['name']}  ({format_points(test['points'])}/{format_points(test['max_points'])})")
+        if not test["passed"] and test["message"]:
+            lines += [f"      {line}" for line in test["message"].splitlines()]
+    if results.get("infrastructure_error"):
+        lines.append(f"The check itself failed: {results['infrastructure_error']}")
+    lines.append(f"Total: {format_points(results['score'])}/{format_points(results['max_score'])} points")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- grade
+def status_of(results: dict | None, crash: str | None) -> str:
+    if crash:
+        return f"{NOT_GRADED}: {crash}"
+    if results is None:
+        return f"{NOT_GRADED}: the grader produced no results"
+    if results.get("infrastructure_error"):
+        return f"{NOT_GRADED}: infrastructure failure ({results['infrastructure_error']})"
+    return GRADED
+
+
+def gradescope(results: dict | None, status: str, meta: dict, max_score: float) -> dict:
+    """Gradescope's results.json; `extra_data.redis_workbook` holds what the gradebook and resume need."""
+    extra = {"redis_workbook": {**meta, "status": status, "max_score": max_score}}
+    if status != GRADED or results is None:
+        message = (f"Your submission was not graded: {status.split(': ', 1)[-1]}. This is a problem on the "
+                   "grading side, not in your notebook; your instructor will grade it again.")
+        return {"score": 0, "execution_time": 0, "output": message, "output_format": "md", "visibility": "visible",
+                "stdout_visibility": "hidden", "extra_data": extra,
+                "tests": [{"name": "grading", "score": 0, "max_score": max_score, "status": "failed",
+                           "output": message, "output_format": "text", "visibility": "visible"}]}
+    extra["redis_workbook"].update(score=results["score"], output=(results.get("notebook") or {}).get("output", ""))
+    tests = [{
+        "name": test["name"] + (f": {test['doc']}" if test.get("doc") else ""),
+        "score": test["points"], "max_score": test["max_points"],
+        "status": "passed" if test["passed"] else "failed",
+        "output": test["message"], "output_format": "text", "visibility": "visible",
+    } for test in results["tests"]]
+    return {"score": results["score"], "execution_time": round(results.get("duration", 0)),
+            "output": _summary(results), "output_format": "md", "visibility": "visible",
+            "stdout_visibility": "hidden", "tests": tests, "extra_data": extra}
+
+
+def _summary(results: dict) -> str:
+    parts = []
+    if results.get("submission_problem"):
+        parts.append(results["submission_problem"])
+    problems = (results.get("notebook") or {}).get("problems") or []
+    if problems:
+        parts.append("While running your notebook:\n" + "\n".join(f"- {p}" for p in problems))
+    return "\n\n".join(parts)
+
+
+def feedback(gradescope_results: dict) -> str:
+    """A Markdown page for the learner, from the results.json we write."""
+    meta = gradescope_results["extra_data"]["redis_workbook"]
+    title = f"# {meta['assignment']}: feedback for {meta['student_id']}\n"
+    if meta["status"] != GRADED:
+        return title + f"\n**Not graded.** {gradescope_results['output']}\n"
+    lines = [title, f"**Score: {format_points(meta['score'])} / {format_points(meta['max_score'])}**\n"]
+    if gradescope_results["output"]:
+        lines += ["## Your notebook\n", gradescope_results["output"] + "\n"]
+    lines.append("## Checks\n")
+    for test in gradescope_results["tests"]:
+        mark = "✅" if test["status"] == "passed" else "❌"
+        lines.append(f"### {mark} {test['name']} ({format_points(test['score'])}/{format_points(test['max_score'])})\n")
+        if test["output"]:
+            lines.append("```text\n" + test["output"].replace("```", "'''") + "\n```\n")
+    output = meta.get("output") or ""
+    if output.strip():
+        shown = output if len(output) <= OUTPUT_SHOWN else output[:OUTPUT_SHOWN // 2] + "\n...\n" + output[
+            -OUTPUT_SHOWN // 2:]
+        lines += ["<details><summary>What your notebook printed while it ran</summary>\n",
+                  "```text\n" + shown.replace("```", "'''") + "\n```\n", "</details>\n"]
+    return "\n".join(lines)
+
+
+def gradebook_rows(out_dir: Path) -> list[dict[str, str]]:
+    """One row per OUT_DIR/<student>/<assignment>/results.json, sorted by student then assignment."""
+    rows = []
+    for path in sorted(Path(out_dir).glob("*/*/results.json")):
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))["extra_data"]["redis_workbook"]
+        except (OSError, ValueError, KeyError, TypeError):
+            meta = {"student_id": path.parent.parent.name, "assignment": path.parent.name,
+                    "status": f"{NOT_GRADED}: unreadable results.json", "max_score": ""}
+        graded = meta.get("status") == GRADED
+        rows.append({
+            "student_id": meta["student_id"], "assignment": meta["assignment"],
+            "score": format_points(meta["score"]) if graded else "",
+            "max_score": format_points(meta["max_score"]) if isinstance(meta.get("max_score"), (int, float)) else "",
+            "status": meta["status"],
+        })
+    return sorted(rows, key=lambda row: (row["student_id"], row["assignment"]))
+
+
+def write_gradebook(out_dir: Path) -> Path:
+    """OUT_DIR/gradebook.csv rebuilt from every results.json there (so a resumed run ends identical)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=GRADEBOOK_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(gradebook_rows(out_dir))
+    path = Path(out_dir) / "gradebook.csv"
+    write_text_atomic(path, buffer.getvalue())
+    return path

@@ -1,0 +1,97 @@
+"""Reading a submitted notebook without trusting it: plain JSON, no nbformat validation, clear problems.
+
+A notebook that cannot be graded at all (not JSON, empty, no code cells, made
+for another assignment) is not an error of the grader: every test fails with
+the `problem` text and the learner reads why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_NOTEBOOK_BYTES = 50 * 1024 * 1024
+MAX_TEXT_SENT = 8 * 1024 * 1024  # larger notebooks reach the worker without their outputs
+_CLAIM = re.compile(r"""\b(?:self_check|require)\(\s*["']([0-9]{2}_[a-z_]+)["']""")
+
+
+@dataclass
+class Submission:
+    """A notebook's code cells (index among all cells, source) or the reason it cannot be graded."""
+
+    path: Path
+    cells: list[tuple[int, str]] = field(default_factory=list)
+    text: str = ""
+    problem: str | None = None
+    claims: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load(path: Path, assignment: str | None = None, known: tuple[str, ...] = ()) -> Submission:
+    """Read `path`; when `assignment` is given, a notebook that says it is for another one is a problem."""
+    sub = Submission(Path(path))
+    try:
+        raw = sub.path.read_bytes()[:MAX_NOTEBOOK_BYTES + 1]
+    except FileNotFoundError:
+        sub.problem = f"No notebook was submitted: {sub.path.name} does not exist."
+        return sub
+    except OSError as exc:
+        sub.problem = f"Your notebook {sub.path.name} could not be read ({exc.strerror})."
+        return sub
+    sub.problem = _parse(sub, raw)
+    if sub.problem is None and assignment is not None:
+        sub.problem = _wrong_assignment(sub, assignment, known)
+    return sub
+
+
+def _parse(sub: Submission, raw: bytes) -> str | None:
+    name = sub.path.name
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        return (f"Your notebook {name} is larger than {MAX_NOTEBOOK_BYTES // 1_000_000} MB: "
+                "clear its outputs and submit again.")
+    if not raw.strip():
+        return f"Your notebook {name} is empty ({len(raw)} bytes): save it in Jupyter and submit the saved file."
+    try:
+        notebook = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return (f"Your notebook {name} is not valid JSON ({str(exc)[:120]}), so it cannot be run. "
+                "Open it in Jupyter (or restore it from a checkpoint), save it, and submit again.")
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(cells, list):
+        return f"{name} is JSON but not a Jupyter notebook (it has no list of `cells`)."
+    for index, cell in enumerate(cells):
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            sub.cells.append((index, "".join(source) if isinstance(source, list) else str(source)))
+    sub.claims = {m for _, source in sub.cells for m in _CLAIM.findall(source)}
+    meta = notebook.get("metadata", {}).get("redis_workbook", {}) if isinstance(notebook.get("metadata"), dict) else {}
+    if isinstance(meta, dict) and isinstance(meta.get("assignment"), str):
+        sub.claims.add(meta["assignment"])
+    sub.text = raw.decode("utf-8") if len(raw) <= MAX_TEXT_SENT else _without_outputs(notebook)
+    if not any(source.strip() for _, source in sub.cells):
+        return f"Your notebook {name} has no code in it: did you submit the right file?"
+    return None
+
+
+def _wrong_assignment(sub: Submission, assignment: str, known: tuple[str, ...]) -> str | None:
+    claims = set(sub.claims)
+    if sub.path.stem in known:
+        claims.add(sub.path.stem)
+    claims &= set(known) if known else claims
+    if not claims or assignment in claims:
+        return None
+    other = ", ".join(sorted(claims))
+    return (f"This notebook is for {other}, not {assignment}: its file name or its check cells say so. "
+            f"Submit your {assignment}.ipynb for {assignment}.")
+
+
+def _without_outputs(notebook: dict) -> str:
+    for cell in notebook.get("cells", []):
+        if isinstance(cell, dict) and "outputs" in cell:
+            cell["outputs"] = []
+    return json.dumps(notebook)
