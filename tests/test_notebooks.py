@@ -34,7 +34,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from redis_workbook.release import GENERATED, NOTEBOOK_PATTERN
+from redis_workbook.release import GENERATED, NOTEBOOK_PATTERN, dumps, normalise, with_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -209,6 +209,24 @@ def describe(output: dict) -> str:
 
 
 # ---------------------------------------------------------------- the tests
+def test_release_tail_follows_points_and_replaces_itself() -> None:
+    """The generated cells mirror points.toml, and regenerating replaces them instead of piling up."""
+    answer = nbformat.v4.new_code_cell(f"def f():\n    {BEGIN}\n    return 1\n    {END}")
+    answer.metadata["nbgrader"] = {"grade": False, "grade_id": "f", "locked": False, "schema_version": 3,
+                                   "solution": True}
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Demo"), answer])
+    first = with_tail(nb, "99_demo", {"test_a": 2, "test_b": 1})
+    tests = [c for c in first.cells if c.metadata.get(GENERATED) == "test"]
+    assert [(c.metadata["nbgrader"]["grade_id"], c.metadata["nbgrader"]["points"]) for c in tests] == [
+        ("test_a", 2), ("test_b", 1)]
+    assert all('require("99_demo", "' + c.metadata["nbgrader"]["grade_id"] + '", globals())' in c.source
+               for c in tests)
+    second = normalise(with_tail(first, "99_demo", {"test_b": 5}))
+    assert len(second.cells) == 2 + 2 + 1  # own cells, heading + self-check, one test
+    assert second.cells[-1].metadata["nbgrader"]["points"] == 5
+    assert dumps(second) == dumps(normalise(nbformat.reads(dumps(second), as_version=4)))
+
+
 def test_release_check_passes() -> None:
     done = subprocess.run([sys.executable, "-m", "redis_workbook.cli", "release", "--check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
