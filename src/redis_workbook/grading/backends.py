@@ -24,7 +24,7 @@ ADMIN_USER = "workbook-grader"
 # Everything except commands that reach beyond the learner's own keys or could stop or reconfigure the server.
 LEARNER_RULES = (
     "+@all", "-flushall", "-flushdb", "-config", "-shutdown", "-debug", "-module", "+module|list", "-acl",
-    "-monitor", "-save", "-bgsave", "-bgrewriteaof", "-replicaof", "-slaveof", "-failover", "-swapdb",
+    "+acl|whoami", "-monitor", "-save", "-bgsave", "-bgrewriteaof", "-replicaof", "-slaveof", "-failover", "-swapdb",
     "-migrate", "-sync", "-psync", "-client|kill", "-client|pause", "-script", "-eval", "-evalsha", "-eval_ro",
     "-evalsha_ro", "-function", "-fcall", "-fcall_ro",
 )

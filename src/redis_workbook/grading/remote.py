@@ -218,8 +218,9 @@ class WorkerProcess:
             self.kill()
             raise WorkerGone(f"timed out after {timeout:g} s") from None
         except wire.ChannelClosed:
+            code = self.code()  # how it ended, before kill() would make every ending a SIGKILL
             self.kill()
-            raise WorkerGone(describe_exit(self.code())) from None
+            raise WorkerGone(describe_exit(code)) from None
         except wire.WireError as exc:
             self.kill()
             raise WorkerGone(f"broke the connection to the grader ({exc})") from None
@@ -486,10 +487,8 @@ def rebuild_exception(info: Any) -> BaseException:
     except Exception:  # noqa: BLE001 - odd constructor signatures: fall back to the message
         exc = cls(message) if cls is not LearnerError else LearnerError(message)
     trace = str(info.get("traceback") or "")[:4000]
-    if trace:
+    if trace:  # an attribute, not a note: pytest.raises(match=...) must see exactly the learner's message
         exc.learner_traceback = trace  # type: ignore[attr-defined]
-        if hasattr(exc, "add_note"):
-            exc.add_note("raised in your notebook:\n" + trace)
     return exc
 
 

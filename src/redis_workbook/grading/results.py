@@ -75,7 +75,7 @@ def status_of(results: dict | None, crash: str | None) -> str:
     return GRADED
 
 
-def gradescope(results: dict | None, status: str, meta: dict, max_score: float) -> dict:
+def gradescope(results: dict | None, status: str, meta: dict, max_score: float | None) -> dict:
     """Gradescope's results.json; `extra_data.redis_workbook` holds what the gradebook and resume need."""
     extra = {"redis_workbook": {**meta, "status": status, "max_score": max_score}}
     if status != GRADED or results is None:
@@ -83,7 +83,7 @@ def gradescope(results: dict | None, status: str, meta: dict, max_score: float) 
                    "grading side, not in your notebook; your instructor will grade it again.")
         return {"score": 0, "execution_time": 0, "output": message, "output_format": "md", "visibility": "visible",
                 "stdout_visibility": "hidden", "extra_data": extra,
-                "tests": [{"name": "grading", "score": 0, "max_score": max_score, "status": "failed",
+                "tests": [{"name": "grading", "score": 0, "max_score": max_score or 0, "status": "failed",
                            "output": message, "output_format": "text", "visibility": "visible"}]}
     extra["redis_workbook"].update(score=results["score"], output=(results.get("notebook") or {}).get("output", ""))
     tests = [{
@@ -120,7 +120,7 @@ def feedback(gradescope_results: dict) -> str:
     for test in gradescope_results["tests"]:
         mark = "✅" if test["status"] == "passed" else "❌"
         lines.append(f"### {mark} {test['name']} ({format_points(test['score'])}/{format_points(test['max_score'])})\n")
-        if test["output"]:
+        if test["output"] and test["output"] not in gradescope_results["output"]:  # not the whole-notebook problem
             lines.append("```text\n" + test["output"].replace("```", "'''") + "\n```\n")
     output = meta.get("output") or ""
     if output.strip():

@@ -153,7 +153,8 @@ class Server:
             args = wire.encode(exc.args)
         except wire.WireError:
             args = None
-        return {"type": type(exc).__name__, "module": type(exc).__module__, "message": safe_text(exc),
+        message = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, SyntaxError) else safe_text(exc)
+        return {"type": type(exc).__name__, "module": type(exc).__module__, "message": message,
                 "args": args, "traceback": self.learner_traceback(exc)}
 
     def learner_traceback(self, exc: BaseException) -> str:

@@ -1,0 +1,405 @@
+"""`redis-workbook grade SUBMITTED_DIR --out OUT_DIR`: a class, graded in parallel, resumable.
+
+SUBMITTED_DIR is nbgrader's layout, `<student_id>/<assignment>/<notebook>.ipynb`.
+Each (student, assignment) is graded by its own trusted pytest process
+(`pytest -p redis_workbook.grading.plugin --submission ...`) with its own fresh
+Redis and a sandboxed worker for the notebook, so nothing one learner does
+reaches another's grade. It writes, per submission, OUT_DIR/<student>/<assignment>/
+feedback.md then results.json (Gradescope's format, written atomically: a
+results.json that exists is complete), and at the end OUT_DIR/gradebook.csv,
+rebuilt from every results.json and sorted, with the columns
+student_id,assignment,score,max_score,status.
+
+Status "graded": the score is the grade (a notebook that is not valid JSON, empty
+or for another assignment is graded 0, with the reason in its feedback).
+"not graded: <reason>": the grader could not grade it (Redis died or the grader
+crashed twice in a row: each submission is retried once on a fresh server), and
+the score stays empty, never a silent 0. A rerun regrades exactly those, plus any
+submission whose notebook or tests changed, so an interrupted run resumes and
+ends with the same gradebook as an uninterrupted one.
+
+The grader's tests are copied into a private (0700) folder first and the
+instructor's folders are hidden from the learners' processes (see sandbox.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis_workbook.grading import backends, points, remote
+from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
+from redis_workbook.grading.results import (
+    GRADED,
+    NOT_GRADED,
+    feedback,
+    gradescope,
+    status_of,
+    write_gradebook,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+PRIVATE_PREFIX = "redis-workbook-grade-"
+LOG_TAIL = 3000
+
+
+@dataclass
+class Job:
+    """One submission: a student's notebook for one assignment, and where its results go."""
+
+    student: str
+    assignment: str
+    notebook: Path
+    out: Path
+
+    @property
+    def sha256(self) -> str:
+        try:
+            return hashlib.sha256(self.notebook.read_bytes()).hexdigest()
+        except OSError:
+            return "missing"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = remote.Settings()
+    parser.add_argument("submitted", metavar="SUBMITTED_DIR", help="<student_id>/<assignment>/<notebook>.ipynb")
+    parser.add_argument("--out", required=True, metavar="OUT_DIR", help="results, feedback and gradebook.csv")
+    parser.add_argument("--tests", metavar="EXTRA_DIR",
+                        help="instructor-private test modules test_<assignment>*.py with their own points.toml")
+    parser.add_argument("--backend", choices=backends.BACKENDS, default="embedded",
+                        help="a fresh embedded Redis per submission (default), a container per submission, or "
+                             "--redis-url (one submission at a time; emptied with FLUSHALL)")
+    parser.add_argument("--redis-url", help="with --backend url")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
+    parser.add_argument("--cell-timeout", type=float, default=defaults.cell_timeout, help="seconds per cell")
+    parser.add_argument("--notebook-timeout", type=float, default=defaults.notebook_timeout,
+                        help="seconds for all of a notebook's cells")
+    parser.add_argument("--call-timeout", type=float, default=defaults.call_timeout,
+                        help="seconds per call into a notebook")
+    parser.add_argument("--memory-mb", type=int, default=defaults.limits.memory_mb,
+                        help="memory (address space) of a notebook's process")
+    parser.add_argument("--submission-timeout", type=float, default=3600.0,
+                        help="seconds one submission's grading may take in all")
+    parser.add_argument("--hide", action="append", default=[], metavar="PATH",
+                        help="another path learner code must not see (repeatable)")
+
+
+class UsageProblem(Exception):
+    """Bad arguments (exit code 2)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        grader = points.grader_dir()
+        submitted, out, extra = _check_args(args)
+    except (UsageProblem, points.GraderNotFound) as exc:
+        print(f"redis-workbook grade: {exc}", file=sys.stderr)
+        return 2
+    known = points.assignments(grader)
+    jobs = discover(submitted, out)
+    suite = Suite(grader, extra)
+    try:
+        problems = suite.preflight(sorted({j.assignment for j in jobs if j.assignment in known}))
+        if problems:
+            print("redis-workbook grade: the tests cannot grade anything yet:\n" + "\n".join(problems),
+                  file=sys.stderr)
+            return 2
+        hide = [str(p) for p in (grader, grader.parent / "solutions", grader.parent / ".git", grader.parent / "tests",
+                                 extra, submitted, out, suite.root, *map(Path, args.hide)) if p is not None]
+        grader_run = ClassRun(args, suite, known, hide)
+        return grader_run.grade(jobs)
+    finally:
+        suite.remove()
+
+
+def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    submitted = Path(args.submitted).resolve()
+    if not submitted.is_dir():
+        raise UsageProblem(f"SUBMITTED_DIR {args.submitted} is not a folder (expected <student>/<assignment>/*.ipynb).")
+    if args.jobs < 1:
+        raise UsageProblem(f"--jobs must be at least 1, got {args.jobs}.")
+    if args.backend == "url" and not (args.redis_url or os.environ.get(ADMIN_URL_ENV)):
+        raise UsageProblem("--backend url needs --redis-url redis://[user:password@]host:port.")
+    extra = None
+    if args.tests:
+        extra = Path(args.tests).resolve()
+        if not (extra / points.POINTS_FILE).is_file():
+            raise UsageProblem(f"--tests {args.tests} must be a folder with test_<assignment>*.py and a "
+                               f"{points.POINTS_FILE} giving their points.")
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return submitted, out, extra
+
+
+def discover(submitted: Path, out: Path) -> list[Job]:
+    """Every <student>/<assignment>/ folder, sorted; the notebook is <assignment>.ipynb or the only .ipynb."""
+    jobs = []
+    for student in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in sorted(p for p in student.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            notebooks = sorted(folder.glob("*.ipynb"))
+            notebook = folder / f"{folder.name}.ipynb"
+            if not notebook.exists() and len(notebooks) == 1:
+                notebook = notebooks[0]
+            jobs.append(Job(student.name, folder.name, notebook, out / student.name / folder.name))
+    return jobs
+
+
+class Suite:
+    """The tests of this run, copied into a private folder: grader/*.py + points.toml, and extra/ if given."""
+
+    def __init__(self, grader: Path, extra: Path | None) -> None:
+        _remove_stale_copies()
+        self.root = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))  # mode 0700: only the grader's user reads it
+        (self.root / "owner.pid").write_text(str(os.getpid()))
+        self.tests = self.root / "tests"
+        self._copy(grader, self.tests)
+        self.extra = self._copy(extra, self.tests / "extra") if extra else None
+        (self.tests / "pytest.ini").write_text("[pytest]\n")
+        digest = hashlib.sha256()
+        for path in sorted(self.tests.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(self.tests)).encode() + b"\0" + path.read_bytes() + b"\0")
+        self.fingerprint = digest.hexdigest()[:16]
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> Path:
+        target.mkdir(parents=True)
+        for path in source.iterdir():
+            if path.is_file() and (path.suffix == ".py" or path.name == points.POINTS_FILE):
+                shutil.copy2(path, target / path.name)
+        return target
+
+    def modules(self, assignment: str) -> list[Path]:
+        found = [self.tests / f"test_{assignment}.py"]
+        if self.extra is not None:
+            known = tuple(points.read(self.extra / points.POINTS_FILE))
+            found += sorted(p for p in self.extra.glob("test_*.py")
+                            if points.assignment_of_module(p.stem, known) == assignment)
+        return [p for p in found if p.exists()]
+
+    def max_score(self, assignment: str) -> float:
+        files = [self.tests / points.POINTS_FILE] + ([self.extra / points.POINTS_FILE] if self.extra else [])
+        return sum(sum(points.read(f).get(assignment, {}).values()) for f in files)
+
+    def pytest_options(self) -> list[str]:
+        return ["-p", "redis_workbook.grading.plugin", "-p", "no:cacheprovider", "--rootdir", str(self.tests),
+                "-c", str(self.tests / "pytest.ini"), "--import-mode=importlib"]
+
+    def preflight(self, assignments: list[str]) -> list[str]:
+        """Collect every test module once: syntax errors and tests without points stop the run up front."""
+        import pytest
+
+        from redis_workbook.grading.plugin import KEY
+
+        modules = [str(m) for a in assignments for m in self.modules(a)]
+        if not modules:
+            return []
+        found: list[str] = []
+
+        class Collector:
+            def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+                if report.failed:
+                    found.append(f"{report.nodeid}: {str(report.longrepr)[-1500:]}")
+
+            def pytest_collection_finish(self, session: pytest.Session) -> None:
+                found.extend(session.config.stash[KEY].warnings)
+
+        code = pytest.main([*modules, "--collect-only", "-p", "no:terminal", *self.pytest_options()],
+                           plugins=[Collector()])
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not found:
+            found.append(f"collecting {', '.join(modules)} failed (pytest exit code {int(code)})")
+        return found
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_stale_copies() -> None:
+    """Private test copies left by a grade process that was killed (its pid is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(PRIVATE_PREFIX + "*"):
+        try:
+            owner = int((folder / "owner.pid").read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
+class Running:
+    """The grading subprocesses alive right now, so an interrupt can stop every one of them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.processes: set[subprocess.Popen] = set()
+        self.stopping = threading.Event()
+
+    def start(self, *args: object, **kwargs: object) -> subprocess.Popen:
+        with self.lock:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+            process = subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+            self.processes.add(process)
+            return process
+
+    def done(self, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.processes.discard(process)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping.set()
+            processes = list(self.processes)
+        for process in processes:
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group (pytest then stops its worker and Redis), SIGKILL it after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class ClassRun:
+    """Grading one class: which jobs to do, running them, writing their files."""
+
+    def __init__(self, args: argparse.Namespace, suite: Suite, known: tuple[str, ...], hide: list[str]) -> None:
+        self.args, self.suite, self.known, self.hide = args, suite, known, hide
+        self.running = Running()
+        self.jobs = 1 if args.backend == "url" else args.jobs
+        if args.backend == "url" and args.jobs > 1:
+            print("--backend url: grading one submission at a time (they share that one Redis).", file=sys.stderr)
+
+    def grade(self, jobs: list[Job]) -> int:
+        from tqdm import tqdm
+
+        todo = [job for job in jobs if not self.complete(job)]
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grading", unit="notebook",
+                   file=sys.stderr, dynamic_ncols=True)
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            futures = [pool.submit(self.grade_one, job) for job in todo]
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+        except KeyboardInterrupt:
+            self.running.stop_all()
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            gradebook = write_gradebook(self.args_out())
+            print(f"\nInterrupted. Rerun the same command to resume; the gradebook so far: {gradebook}",
+                  file=sys.stderr)
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        pool.shutdown(wait=True)
+        bar.close()
+        return self.summary(jobs, write_gradebook(self.args_out()))
+
+    def args_out(self) -> Path:
+        return Path(self.args.out).resolve()
+
+    def complete(self, job: Job) -> bool:
+        """A results.json that says graded, for this very notebook and these very tests."""
+        try:
+            meta = json.loads((job.out / "results.json").read_text(encoding="utf-8"))["extra_data"]["redis_workbook"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return meta.get("status") == GRADED and meta.get("notebook_sha256") == job.sha256 and \
+            meta.get("tests") == self.suite.fingerprint
+
+    def grade_one(self, job: Job) -> None:
+        sha = job.sha256
+        meta = {"student_id": job.student, "assignment": job.assignment, "notebook": job.notebook.name,
+                "notebook_sha256": sha, "tests": self.suite.fingerprint}
+        if job.assignment not in self.known:
+            self.write(job, None, f"{NOT_GRADED}: no grader tests for an assignment called {job.assignment!r}", meta)
+            return
+        results, crash = None, None
+        for _attempt in range(2):  # a second try on a fresh server when the infrastructure failed
+            results, crash = self.run_pytest(job)
+            if status_of(results, crash) == GRADED:
+                break
+        self.write(job, results, status_of(results, crash), meta)
+
+    def write(self, job: Job, results: dict | None, status: str, meta: dict) -> None:
+        if self.running.stopping.is_set():
+            return  # interrupted: leave no results, so the rerun grades it
+        max_score = results["max_score"] if results else self.suite.max_score(job.assignment)
+        max_score = max_score if job.assignment in self.known else None
+        report = gradescope(results, status, meta, max_score)
+        write_text_atomic(job.out / "feedback.md", feedback(report))
+        write_json_atomic(job.out / "results.json", report)  # last: its presence means complete
+
+    def run_pytest(self, job: Job) -> tuple[dict | None, str | None]:
+        """One trusted pytest process for this submission; (its results, or why there are none)."""
+        args = self.args
+        with tempfile.TemporaryDirectory(dir=self.suite.root) as work:
+            results_json = Path(work) / "results.json"
+            command = [sys.executable, "-m", "pytest", *map(str, self.suite.modules(job.assignment)), "-q",
+                       *self.suite.pytest_options(), "--submission", str(job.notebook), "--backend", args.backend,
+                       "--results-json", str(results_json), "--cell-timeout", str(args.cell_timeout),
+                       "--notebook-timeout", str(args.notebook_timeout), "--call-timeout", str(args.call_timeout),
+                       "--memory-mb", str(args.memory_mb), *[f"--hide={p}" for p in self.hide]]
+            env = {**os.environ, PARENT_ENV: str(os.getpid()), points.GRADER_ENV: str(self.suite.tests)}
+            if args.redis_url:
+                env[ADMIN_URL_ENV] = args.redis_url  # in the environment, not on a command line others can read
+            with open(Path(work) / "pytest.log", "wb+") as log:
+                try:
+                    process = self.running.start(command, stdin=subprocess.DEVNULL, stdout=log,
+                                                 stderr=subprocess.STDOUT, env=env, cwd=self.suite.tests,
+                                                 start_new_session=True)
+                except KeyboardInterrupt:
+                    return None, "interrupted"
+                try:
+                    process.wait(timeout=args.submission_timeout)
+                except subprocess.TimeoutExpired:
+                    stop_group(process)
+                    return None, f"grading took longer than {args.submission_timeout:g} s"
+                finally:
+                    self.running.done(process)
+                if results_json.exists():
+                    return json.loads(results_json.read_text(encoding="utf-8")), None
+                log.seek(0)
+                tail = log.read().decode("utf-8", errors="replace")[-LOG_TAIL:]
+            return None, f"the grader crashed (exit code {process.returncode}): {tail.strip()}"
+
+    def summary(self, jobs: list[Job], gradebook: Path) -> int:
+        statuses = {}
+        for job in jobs:
+            try:
+                meta = json.loads((job.out / "results.json").read_text(encoding="utf-8"))["extra_data"]
+                statuses[(job.student, job.assignment)] = meta["redis_workbook"]["status"]
+            except (OSError, ValueError, KeyError):
+                statuses[(job.student, job.assignment)] = f"{NOT_GRADED}: no results"
+        failed = {k: v for k, v in statuses.items() if v != GRADED}
+        print(f"graded {len(statuses) - len(failed)} of {len(statuses)} submissions; gradebook: {gradebook}",
+              file=sys.stderr)
+        for (student, assignment), status in sorted(failed.items()):
+            print(f"  {student}/{assignment}: {status[:300]}", file=sys.stderr)
+        return 1 if failed else 0
+
+
+def _raise_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt

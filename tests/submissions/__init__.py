@@ -1,0 +1,159 @@
+"""Submission notebooks for the grading tests: a builder, and a class of hostile and broken ones.
+
+Each hostile submission does one bad thing next to code that is otherwise correct
+(the grader suite's own 06_recommender template, tests/grader_mutants.py), so the
+tests can check both the message it gets and that it keeps the points it earned.
+Placeholders in the sources ({REPO}, {SUBMITTED}, {OUT}, {EXTRA}, {TOKEN}) are
+filled in by `build_class`, as a learner who knows the grader's layout would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from grader_mutants import COMMON, MUTANTS, TEMPLATES
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = COMMON + TEMPLATES["06_recommender"]
+ENDSWITH = next(m for m in MUTANTS if m.assignment == "06_recommender" and "endswith" in m.name).source()
+BROKEN_SIMILAR = "def similar_products(r, product_id, k=5):\n    return []\n"
+
+
+def write_notebook(path: Path, *sources: str, metadata: dict | None = None) -> Path:
+    """A notebook file with one code cell per source, as Jupyter saves it."""
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
+              "source": source.splitlines(keepends=True)} for i, source in enumerate(sources)]
+    notebook = {"cells": cells, "metadata": metadata or {"kernelspec": {"name": "python3", "language": "python",
+                                                                        "display_name": "Python 3"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notebook, indent=1))
+    return path
+
+
+FORK_LOOP = '''
+import os
+import time
+
+children = []
+for i in range(400):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print("fork refused after", i, "children:", type(exc).__name__)
+        break
+    if pid == 0:
+        time.sleep(300)
+        os._exit(0)
+    children.append(pid)
+'''
+
+MONKEYPATCH = '''
+import _pytest.outcomes
+import pytest
+
+import redis_workbook.grading.plugin as plugin
+import redis_workbook.grading.remote as remote
+
+pytest.fail = _pytest.outcomes.fail = lambda *args, **kwargs: None
+plugin.failure_message = lambda *args, **kwargs: ""
+plugin.Grading.record = lambda self, report: None
+remote.Notebook.request = lambda *args, **kwargs: []
+'''
+
+READ_SECRETS = '''
+import glob
+import os
+from pathlib import Path
+
+import redis_workbook
+
+targets = ["{REPO}/solutions/06_recommender.ipynb", "{REPO}/grader/test_06_recommender.py",
+           "{REPO}/grader/points.toml", "{REPO}/.git/HEAD", "{EXTRA}/test_06_recommender_private.py",
+           "{SUBMITTED}/a_solution/06_recommender/06_recommender.ipynb",
+           str(Path(redis_workbook.__file__).parents[2] / "grader" / "conftest.py")]
+found = []
+for target in targets:
+    try:
+        Path(target).read_bytes()
+        found.append(target)
+    except OSError:
+        pass
+for path in glob.glob("/proc/[0-9]*/cmdline") + glob.glob("/proc/[0-9]*/environ"):
+    try:
+        text = Path(path).read_bytes()
+    except OSError:
+        continue
+    if b"requirepass" in text or b"workbook-grader" in text:
+        found.append(path)
+print("READ", sorted(found))
+'''
+
+WRITE_OUTSIDE = '''
+import os
+
+targets = ["{REPO}/grader/pwned-{TOKEN}.txt", "{REPO}/pwned-{TOKEN}.txt",
+           "{SUBMITTED}/a_solution/06_recommender/pwned-{TOKEN}.txt", "{OUT}/pwned-{TOKEN}.txt",
+           os.path.join(os.getcwd(), "..", "pwned-{TOKEN}.txt"), "/tmp/pwned-{TOKEN}.txt",
+           "/var/tmp/pwned-{TOKEN}.txt", "/dev/shm/pwned-{TOKEN}.txt"]
+wrote = []
+for target in targets:
+    try:
+        with open(target, "w") as handle:
+            handle.write("pwned")
+        wrote.append(target)
+    except OSError as exc:
+        print("refused:", target, type(exc).__name__)
+print("WROTE", wrote)
+'''
+
+# student -> the cells of their notebook (06_recommender), or a special kind handled by build_class
+CLASS: dict[str, tuple[str, ...]] = {
+    "a_solution": ("<solution notebook>",),
+    "c_template": (GOOD,),
+    "d_endswith": (ENDSWITH,),
+    "h_infinite_loop": (GOOD, "while True:\n    pass\n"),
+    "h_long_sleep": (GOOD, "import time\n\ntime.sleep(3600)\n"),
+    "h_sys_exit": (GOOD, "import sys\n\nsys.exit(3)\n"),
+    "h_os_exit": ("import os\n\nos._exit(7)\n", GOOD),
+    "h_segfault": (GOOD, "import ctypes\n\nctypes.string_at(0)\n"),
+    "h_memory_bomb": (GOOD, "hog = []\nwhile True:\n    hog.append(bytearray(50_000_000))\n"),
+    "h_fork_loop": (GOOD, FORK_LOOP),
+    "h_redis_admin": (GOOD, "import redis_workbook\n\nr = redis_workbook.connect()\nr.flushall()\n",
+                      "r.config_set('maxmemory', '1mb')\n", "r.shutdown(nosave=True)\n"),
+    "h_monkeypatch": (GOOD + BROKEN_SIMILAR, MONKEYPATCH),
+    "h_read_secrets": (GOOD, READ_SECRETS),
+    "h_write_outside": (GOOD, WRITE_OUTSIDE),
+    "h_print_100mb": (GOOD, "print('x' * 100_000_000)\n"),
+    "h_hangs_in_call": (GOOD, "def similar_products(r, product_id, k=5):\n    while True:\n        pass\n"),
+    "i_invalid_json": ("<invalid json>",),
+    "i_empty": ("<empty file>",),
+    "i_wrong_assignment": ("<07_rag notebook>",),
+    "r_redis_dies_once": ("import time\n\ntime.sleep(2.5)\n", GOOD),
+    "r_redis_always_dies": ("import time\n\ntime.sleep(2.5)\n", GOOD),
+}
+
+
+def build_class(submitted: Path, students: list[str], fill: dict[str, str]) -> None:
+    """SUBMITTED_DIR/<student>/06_recommender/<notebook> for each student of CLASS."""
+    for student in students:
+        folder = submitted / student / "06_recommender"
+        folder.mkdir(parents=True, exist_ok=True)
+        cells = CLASS[student]
+        if cells[0] == "<solution notebook>":
+            shutil.copy(REPO / "solutions" / "06_recommender.ipynb", folder / "06_recommender.ipynb")
+        elif cells[0] == "<invalid json>":
+            (folder / "06_recommender.ipynb").write_text('{"cells": [{"cell_type": "code", "source": "x = 1"')
+        elif cells[0] == "<empty file>":
+            (folder / "06_recommender.ipynb").write_bytes(b"")
+        elif cells[0] == "<07_rag notebook>":
+            shutil.copy(REPO / "solutions" / "07_rag.ipynb", folder / "07_rag.ipynb")
+        else:
+            filled = []
+            for source in cells:
+                for key, value in fill.items():
+                    source = source.replace("{" + key + "}", value)
+                filled.append(source)
+            write_notebook(folder / "06_recommender.ipynb", *filled)
