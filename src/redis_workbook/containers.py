@@ -14,9 +14,10 @@ Why it does not use testcontainers' RedisContainer as is:
 - The password: RedisContainer replaces the command with `redis-server
   --requirepass ...`, which on Redis Stack skips the module loading. Each image
   family gets it its own way instead. The official `redis:8.x` image takes
-  redis-server arguments as the command (its entrypoint appends the bundled
-  modules); `redis/redis-stack-server` ignores the command's arguments and reads
-  server options from `REDIS_ARGS` in the environment.
+  redis-server arguments as the command (its docker-entrypoint.sh appends
+  `--loadmodule` for the bundled modules); `redis/redis-stack-server`'s command
+  is its `/entrypoint.sh`, which loads the modules and appends `REDIS_ARGS` from
+  the environment, so the options go there and the command stays untouched.
 - Readiness: PING polled every 0.05 s (testcontainers' default 1 s poll makes a
   130 ms start take 1-3 s), then a check that the search module is loaded.
 - Ryuk (testcontainers' reaper) is disabled when the user did not choose: its
