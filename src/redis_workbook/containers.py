@@ -49,6 +49,7 @@ from redis.retry import Retry
 from testcontainers.core.config import ConnectionMode
 from testcontainers.core.config import testcontainers_config as tc_config
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.docker_client import get_docker_host
 
 from redis_workbook.connection import redact, require_search
 from redis_workbook.errors import RedisUnavailable
@@ -118,8 +119,8 @@ def image_convention(image: str) -> str:
 
 
 def docker_host() -> str:
-    """Where the Docker client looks for the engine (for messages)."""
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    """The engine testcontainers will use: DOCKER_HOST, its properties file, the docker context, or the default."""
+    return os.environ.get("DOCKER_HOST") or get_docker_host() or "unix:///var/run/docker.sock"
 
 
 def docker_client(timeout: float = 60.0) -> docker.DockerClient:
@@ -128,7 +129,10 @@ def docker_client(timeout: float = 60.0) -> docker.DockerClient:
     if host.startswith("unix://") and not os.path.exists(host[len("unix://"):]):
         raise DockerUnavailable(f"No Docker engine: the socket {host} does not exist. {_DOCKER_FIX}")
     try:
-        client = docker.from_env(timeout=timeout)
+        if os.environ.get("DOCKER_HOST"):
+            client = docker.from_env(timeout=timeout)  # also honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+        else:
+            client = docker.DockerClient(base_url=host, version="auto", timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise DockerUnavailable(f"No Docker engine answered at {host}: {exc}. {_DOCKER_FIX}") from None
