@@ -39,6 +39,8 @@ SORT_HINT = ("KNN finds the k nearest but FT.SEARCH does not return them in dist
 # ------------------------------------------------------------------------------------------ messages
 def show(value: object, limit: int = 400) -> str:
     """repr() cut to a readable length."""
+    if isinstance(value, (bytes, bytearray)) and len(value) > 48:
+        return f"{len(value)} bytes starting {bytes(value[:16])!r}"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
@@ -64,6 +66,8 @@ def explain_exception(exc: BaseException) -> str:
         ("codec can't decode" in lower or "unicodedecodeerror" in lower, DECODE_HINT),
         ("unknown index name" in lower or "no such index" in lower,
          "The index does not exist. Create it first (notebook 02) and check the index name you query."),
+        ("index already exists" in lower,
+         "That index exists already: create it only if it is missing (FT.INFO raises for an unknown index)."),
         ("syntax error" in lower,
          "Redis could not parse the query string. Print it and read it: tag values with spaces or punctuation "
          "must be escaped (`Home\\ \\&\\ Kitchen`), and the KNN part needs dialect 2 (`Query(...).dialect(2)`)."),
@@ -92,6 +96,8 @@ def call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except Exception as exc:  # learner code may raise anything; builtins keep their type in remote mode
         error = exc
+    if isinstance(error, NotImplementedError):
+        fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).", hint=NOT_WRITTEN_HINT)
     fail(f"`{what}` raised {type(error).__name__}: {str(error)[:500]}", hint=explain_exception(error))
 
 
@@ -151,7 +157,7 @@ def assert_unchanged(before: dict[bytes, object], after: dict[bytes, object], wh
 def report_hint(r: redis.Redis, index: str, prefix: str | None = None) -> str:
     """index_report in one line when it found a problem, else ''."""
     report = index_report(r, index, prefix)
-    return "" if report.ok else "Redis says: " + " ".join(report.problems)
+    return "" if report.ok else "FT.INFO shows: " + " ".join(report.problems)
 
 
 @contextlib.contextmanager
@@ -305,13 +311,13 @@ def check_ranked(got: object, ranking: list[tuple[str, float]], k: int, what: st
     pairs = as_pairs(got, what, id_name, prefix)
     exact = dict(ranking)
     want = min(k, len(ranking))
-    check_count(pairs, want, k, what, hint)
-    if len({i for i, _ in pairs}) != len(pairs):
-        fail(f"`{what}` returned the same {id_name} twice.", got=pairs)
     for key, _ in pairs:
         if key not in exact:
             reason = outside(key) if outside else f"{key!r} is not a {id_name} in the index"
             fail(f"`{what}` returned {key!r}, which should not be there: {reason}.", got=pairs, hint=hint or None)
+    check_count(pairs, want, k, what, hint)
+    if len({i for i, _ in pairs}) != len(pairs):
+        fail(f"`{what}` returned the same {id_name} twice.", got=pairs)
     check_scores(pairs, exact, what, similarity)
     check_order(pairs, what, similarity)
     best = [d for _, d in ranking[:want]]
@@ -365,12 +371,12 @@ def check_nearest_set(got: object, ranking: list[tuple[str, float]], k: int, wha
     ids = check_id_list(got, what)
     exact = dict(ranking)
     want = min(k, len(ranking))
-    check_count(ids, want, k, what, hint)
-    if len(set(ids)) != len(ids):
-        fail(f"`{what}` returned an id twice.", got=ids)
     for key in ids:
         if key not in exact:
             fail(f"`{what}` returned {key!r}, which should not be there: {outside(key)}.", got=ids, hint=hint)
+    check_count(ids, want, k, what, hint)
+    if len(set(ids)) != len(ids):
+        fail(f"`{what}` returned an id twice.", got=ids)
     best = [d for _, d in ranking[:want]]
     found = sorted(exact[key] for key in ids)
     if any(abs(a - b) > TOLERANCE for a, b in zip(found, best)):

@@ -8,11 +8,11 @@ from ta import call, fail, show
 from redis_workbook.connection import loaded_search_version
 
 
-def check_version(got: object, want: int, what: str) -> None:
+def check_version(got: object, want: int, what: str, hint: str = "") -> None:
     if isinstance(got, bool) or not isinstance(got, int):
         fail(f"`{what}` must return the version as an int.", expected=f"{want} (int)",
              got=f"{show(got)} ({type(got).__name__})",
-             hint="MODULE LIST gives the version under `ver`; return `int(...)` of it, not bytes or str.")
+             hint=hint or "MODULE LIST gives the version under `ver`; return `int(...)` of it, not bytes or str.")
     if got != want:
         fail(f"`{what}` returned another module's version, or a wrong number.", expected=want, got=got,
              hint="Find the entry whose `name` is `search` in MODULE LIST and return its `ver`.")
@@ -33,11 +33,20 @@ def test_search_module_version_with_resp2_client(nb, redis_url: str) -> None:
     finally:
         resp2.close()
     assert want is not None
-    check_version(got, want, "search_module_version(r) with a RESP2 (protocol=2) client")
+    check_version(got, want, "search_module_version(r) with a RESP2 (protocol=2) client",
+                  hint="" if got is not None else "A RESP2 client gets each module as a flat list "
+                  "[b'name', b'search', b'ver', 21005, ...], a RESP3 client as a dict: handle both, e.g. "
+                  "`dict(zip(entry[::2], entry[1::2]))` when the entry is a list.")
 
 
 def test_search_module_version_none_without_search(nb, plain_r: redis.Redis) -> None:
-    got = call("search_module_version(r) on a Redis without modules", nb.search_module_version, plain_r)
+    search_module_version = nb.search_module_version
+    try:
+        got = search_module_version(plain_r)
+    except Exception as exc:  # noqa: BLE001 - any exception is the learner's: report it
+        fail("On a Redis without the search module, `search_module_version(r)` must return None, not raise.",
+             expected=None, got=f"{type(exc).__name__}: {str(exc)[:300]}",
+             hint="Loop over MODULE LIST and return None after the loop when no entry is named `search`.")
     if got is not None:
         fail("On a Redis without the search module, `search_module_version(r)` must return None.",
              expected=None, got=got,

@@ -98,7 +98,9 @@ def test_get_hits_the_same_question_and_misses_an_unrelated_one(nb, r: redis.Red
     if got is None and far == ANSWER:
         fail("The cache missed the exact question it stored, and answered an unrelated one.",
              expected=f"get(same) -> {ANSWER!r}, get(unrelated) -> None", got=f"{got!r}, {far!r}",
-             hint=DIAGNOSES["distance >= threshold"])
+             hint="The threshold test is backwards. Most often the COSINE distance Redis returns is compared with "
+                  "the similarity threshold (`float(score) >= threshold`; distance = 1 - similarity), or the "
+                  "comparison is flipped. Hit when `1 - float(doc.distance) >= threshold`.")
     if isinstance(got, bytes):
         fail("`get` returned bytes.", expected=repr(ANSWER), got=show(got), hint="`.decode()` the response.")
     fail("The cache should answer the same question and not an unrelated one.",

@@ -1,0 +1,371 @@
+"""Mutants for tests/test_grader_suite.py: correct templates of the learner functions, and one-mistake edits.
+
+Each TEMPLATE is a small, self-contained correct implementation of one notebook's
+functions (learner-api.md), written for this suite so the mutants do not depend on
+the wording of the solution notebooks. The suite checks that every template passes
+its notebook's grader tests, so a mutant that fails does so because of its one edit.
+
+A MUTANT is (assignment, old text, new text, keyword): the edit replaces `old`
+(which must occur exactly once in the template) by `new`; the grader must fail at
+least one test, and the failure message must contain `keyword`, so it names the
+mistake for the learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMMON = '''
+import hashlib
+
+import numpy as np
+import redis
+from redis.commands.search.field import NumericField, TagField, TextField, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
+from redis.commands.search.query import Query
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _escape(value):
+    return "".join(ch if ch.isalnum() or ch == "_" else "\\\\" + ch for ch in value)
+
+
+def _knn(r, vector, k, index_name="idx:products", filters="*", fields=("distance",)):
+    query = (Query(f"({filters})=>[KNN {k} @embedding $vec AS distance]")
+             .sort_by("distance").return_fields(*fields).paging(0, k).dialect(2))
+    blob = np.asarray(vector, dtype=np.float32).tobytes()
+    return r.ft(index_name).search(query, query_params={"vec": blob}).docs
+'''
+
+TEMPLATES = {
+    "01_setup": '''
+def search_module_version(r):
+    for module in r.execute_command("MODULE", "LIST"):
+        fields = module if isinstance(module, dict) else dict(zip(module[::2], module[1::2]))
+        fields = {_text(k): v for k, v in fields.items()}
+        if _text(fields.get("name")) == "search":
+            return int(fields["ver"])
+    return None
+''',
+    "02_indexing": '''
+def vector_to_bytes(vector, dim):
+    array = np.asarray(vector, dtype=np.float32)
+    if array.shape != (dim,):
+        raise ValueError(f"vector must have dim={dim} values, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("vector contains NaN or inf")
+    return array.tobytes()
+
+
+def create_product_index(r, dim, algorithm="HNSW", index_name="idx:products", prefix="product:"):
+    algorithm = str(algorithm).upper()
+    if algorithm not in ("HNSW", "FLAT"):
+        raise ValueError(f"algorithm must be HNSW or FLAT, got {algorithm!r}")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    try:
+        r.ft(index_name).info()
+        return False
+    except redis.ResponseError:
+        pass
+    attributes = {"TYPE": "FLOAT32", "DIM": dim, "DISTANCE_METRIC": "COSINE"}
+    if algorithm == "HNSW":
+        attributes.update({"M": 16, "EF_CONSTRUCTION": 200})
+    schema = [TextField("name"), TextField("description"), TagField("category", separator="|"),
+              NumericField("price", sortable=True), VectorField("embedding", algorithm, attributes)]
+    r.ft(index_name).create_index(schema, definition=IndexDefinition(prefix=[prefix], index_type=IndexType.HASH))
+    return True
+
+
+def load_products(r, products, embeddings, prefix="product:", batch_size=500):
+    if len(products) != len(embeddings):
+        raise ValueError(f"{len(products)} products but {len(embeddings)} embeddings")
+    rows = [np.asarray(row, dtype=np.float32) for row in embeddings]
+    if len({row.shape for row in rows}) > 1:
+        raise ValueError("every embedding row must have the same width")
+    pipe = r.pipeline(transaction=False)
+    for n, (product, row) in enumerate(zip(products, rows), start=1):
+        pipe.hset(f"{prefix}{product['id']}", mapping={
+            "id": product["id"], "name": product["name"], "description": product["description"],
+            "category": product["category"], "price": product["price"], "embedding": row.tobytes()})
+        if n % batch_size == 0:
+            pipe.execute()
+    pipe.execute()
+    return len(products)
+''',
+    "03_knn": '''
+def knn_search(r, query_vector, k=5, index_name="idx:products", ef_runtime=None):
+    ef = f" EF_RUNTIME {int(ef_runtime)}" if ef_runtime is not None else ""
+    query = (Query(f"*=>[KNN {k} @embedding $vec{ef} AS distance]")
+             .sort_by("distance").return_fields("distance").paging(0, k).dialect(2))
+    blob = np.asarray(query_vector, dtype=np.float32).tobytes()
+    docs = r.ft(index_name).search(query, query_params={"vec": blob}).docs
+    return [(_text(doc.id).split(":", 1)[1], float(doc.distance)) for doc in docs]
+
+
+def distance_to_similarity(distance):
+    return 1.0 - float(distance)
+''',
+    "04_hybrid": '''
+def hybrid_search(r, query_vector, k=5, category=None, price_range=None, text=None, index_name="idx:products"):
+    filters = []
+    if category is not None:
+        filters.append("@category:{" + _escape(category) + "}")
+    if price_range is not None:
+        low, high = price_range
+        filters.append(f"@price:[{'-inf' if low is None else low} {'+inf' if high is None else high}]")
+    if text:
+        filters.append(f"@name|description:({text})")
+    docs = _knn(r, query_vector, k, index_name, " ".join(filters) or "*")
+    return [(_text(doc.id).split(":", 1)[1], float(doc.distance)) for doc in docs]
+''',
+    "05_semantic_cache": '''
+class SemanticCache:
+    def __init__(self, r, embedder, threshold=0.9, ttl=3600, index_name="idx:cache", prefix="cache:"):
+        self.r, self.embedder, self.threshold, self.ttl = r, embedder, threshold, ttl
+        self.index_name, self.prefix = index_name, prefix
+        try:
+            r.ft(index_name).info()
+        except redis.ResponseError:
+            schema = [TextField("query"), TextField("response"), VectorField(
+                "embedding", "FLAT", {"TYPE": "FLOAT32", "DIM": embedder.dim, "DISTANCE_METRIC": "COSINE"})]
+            r.ft(index_name).create_index(schema, definition=IndexDefinition(prefix=[prefix],
+                                                                             index_type=IndexType.HASH))
+
+    def key(self, query):
+        return self.prefix + hashlib.sha256(query.encode()).hexdigest()
+
+    def put(self, query, response):
+        if not isinstance(query, str) or not isinstance(response, str):
+            raise TypeError("query and response must be str")
+        key = self.key(query)
+        vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"query": query, "response": response, "embedding": vector.tobytes()})
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+        return key
+
+    def get(self, query):
+        docs = _knn(self.r, self.embedder.embed([query])[0], 1, self.index_name, fields=("response", "distance"))
+        if not docs:
+            return None
+        similarity = 1 - float(docs[0].distance)
+        return _text(docs[0].response) if similarity >= self.threshold else None
+
+    def get_or_generate(self, query, generate_fn):
+        cached = self.get(query)
+        if cached is not None:
+            return cached
+        response = generate_fn(query)
+        self.put(query, response)
+        return response
+''',
+    "06_recommender": '''
+def track_view(r, user_id, product_id, max_views=10, ttl=3600):
+    if not r.exists(f"product:{product_id}"):
+        raise KeyError(f"unknown product {product_id!r}")
+    key = f"user:{user_id}:views"
+    pipe = r.pipeline()
+    pipe.lpush(key, product_id)
+    pipe.ltrim(key, 0, max_views - 1)
+    pipe.expire(key, ttl)
+    pipe.zincrby("popular:products", 1, product_id)
+    pipe.execute()
+
+
+def _vector(r, product_id):
+    return np.frombuffer(r.hget(f"product:{product_id}", "embedding"), dtype=np.float32)
+
+
+def get_recommendations(r, user_id, k=5):
+    viewed = [_text(v) for v in r.lrange(f"user:{user_id}:views", 0, -1)]
+    if not viewed:
+        return [_text(m) for m in r.zrevrange("popular:products", 0, k - 1)]
+    mean = np.mean([_vector(r, pid) for pid in viewed], axis=0)
+    ids = [_text(doc.id).split(":", 1)[1] for doc in _knn(r, mean, k + len(set(viewed)))]
+    return [i for i in ids if i not in set(viewed)][:k]
+
+
+def similar_products(r, product_id, k=5):
+    ids = [_text(doc.id).split(":", 1)[1] for doc in _knn(r, _vector(r, product_id), k + 1)]
+    return [i for i in ids if i != str(product_id)][:k]
+''',
+    "07_rag": '''
+def load_posts(r, posts, embeddings, prefix="post:"):
+    if len(posts) != len(embeddings):
+        raise ValueError("posts and embeddings must pair up")
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    try:
+        r.ft("idx:posts").info()
+    except redis.ResponseError:
+        schema = [TextField("title"), TextField("body"), TagField("url"), VectorField(
+            "embedding", "HNSW", {"TYPE": "FLOAT32", "DIM": matrix.shape[1], "DISTANCE_METRIC": "COSINE"})]
+        r.ft("idx:posts").create_index(schema, definition=IndexDefinition(prefix=[prefix], index_type=IndexType.HASH))
+    pipe = r.pipeline(transaction=False)
+    for post, vector in zip(posts, matrix):
+        key = prefix + hashlib.sha256(post["url"].encode()).hexdigest()[:16]
+        pipe.hset(key, mapping={"url": post["url"], "title": post["title"], "body": post["body"],
+                                "embedding": vector.tobytes()})
+    pipe.execute()
+    return len(posts)
+
+
+def search_posts(r, query_vector, k=5):
+    docs = _knn(r, query_vector, k, "idx:posts", fields=("url", "distance"))
+    return [(_text(doc.url), 1 - float(doc.distance)) for doc in docs]
+
+
+def answer(question, r, embedder, chat, model="gpt-4o-mini"):
+    url, _ = search_posts(r, embedder.embed([question])[0], k=1)[0]
+    doc = r.ft("idx:posts").search(Query("@url:{" + _escape(url) + "}").return_fields("title", "body")
+                                   .dialect(2)).docs[0]
+    context = _text(doc.title) + "\\n\\n" + _text(doc.body)
+    reply = chat.chat.completions.create(model=model, messages=[
+        {"role": "system", "content": "Answer using only this blog post:\\n\\n" + context},
+        {"role": "user", "content": question}])
+    return reply.choices[0].message.content
+''',
+    "08_performance": '''
+def recall_at_k(approx_ids, exact_ids):
+    exact = set(exact_ids)
+    return len(set(approx_ids) & exact) / len(exact)
+''',
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    assignment: str
+    old: str
+    new: str
+    keyword: str  # the failure message must contain this (case-insensitive): it names the mistake
+    more: tuple[tuple[str, str], ...] = ()  # further (old, new) edits of the same mistake
+
+    def source(self) -> str:
+        text = TEMPLATES[self.assignment]
+        for old, new in ((self.old, self.new), *self.more):
+            count = text.count(old)
+            if count != 1:
+                raise AssertionError(f"mutant {self.name!r}: {old!r} occurs {count} times in the template")
+            text = text.replace(old, new)
+        return COMMON + text
+
+
+MUTANTS = [
+    # ---- the classic mistakes of the seed material (issue 4)
+    Mutant("cache compares the COSINE distance with the threshold", "05_semantic_cache",
+           "similarity = 1 - float(docs[0].distance)", "similarity = float(docs[0].distance)", "distance"),
+    Mutant("cache key from Python's hash()", "05_semantic_cache",
+           "return self.prefix + hashlib.sha256(query.encode()).hexdigest()",
+           "return f'{self.prefix}{hash(query)}'", "hash("),
+    Mutant("similar_products excludes the product with endswith", "06_recommender",
+           "return [i for i in ids if i != str(product_id)][:k]",
+           "return [i for i in ids if not i.endswith(str(product_id))][:k]", "endswith"),
+    Mutant("decode_responses=True client reads the binary vectors", "06_recommender",
+           "def _vector(r, product_id):\n",
+           "def _vector(r, product_id):\n"
+           "    kw = r.connection_pool.connection_kwargs\n"
+           "    r = redis.Redis(host=kw['host'], port=kw['port'], username=kw.get('username'),\n"
+           "                    password=kw.get('password'), decode_responses=True)\n",
+           "decode_responses"),
+    Mutant("KNN without sorting by the distance field", "03_knn",
+           '.sort_by("distance").return_fields("distance").paging(0, k)', '.return_fields("distance").paging(0, k)',
+           "SORTBY"),
+    Mutant("KNN without LIMIT: only 10 results come back", "03_knn",
+           '.return_fields("distance").paging(0, k).dialect(2))', '.return_fields("distance").dialect(2))',
+           "LIMIT"),
+    # ---- more mistakes
+    Mutant("LTRIM off by one", "06_recommender", "pipe.ltrim(key, 0, max_views - 1)", "pipe.ltrim(key, 0, max_views)",
+           "LTRIM"),
+    Mutant("no EXPIRE on the recent-views list", "06_recommender", "    pipe.expire(key, ttl)\n", "", "EXPIRE"),
+    Mutant("recommendations do not exclude viewed items", "06_recommender",
+           "return [i for i in ids if i not in set(viewed)][:k]", "return ids[:k]", "viewed"),
+    Mutant("recommendations ask KNN for only k, then drop the viewed", "06_recommender",
+           "_knn(r, mean, k + len(set(viewed)))", "_knn(r, mean, k)", "k + len(viewed)"),
+    Mutant("cold start takes the least popular", "06_recommender",
+           'r.zrevrange("popular:products", 0, k - 1)', 'r.zrange("popular:products", 0, k - 1)', "least popular"),
+    Mutant("ZADD instead of ZINCRBY for popularity", "06_recommender",
+           'pipe.zincrby("popular:products", 1, product_id)', 'pipe.zadd("popular:products", {product_id: 1})',
+           "ZINCRBY"),
+    Mutant("track_view writes before checking the product", "06_recommender",
+           '    if not r.exists(f"product:{product_id}"):\n        raise KeyError(f"unknown product {product_id!r}")\n',
+           '    r.zincrby("popular:products", 1, product_id)\n'
+           '    if not r.exists(f"product:{product_id}"):\n        raise KeyError(f"unknown product {product_id!r}")\n',
+           "nothing may be written"),
+    Mutant("views pushed at the tail (RPUSH)", "06_recommender", "pipe.lpush(key, product_id)",
+           "pipe.rpush(key, product_id)", "LPUSH"),
+    Mutant("tag value escapes only spaces", "04_hybrid", '"@category:{" + _escape(category) + "}"',
+           '"@category:{" + category.replace(" ", "\\\\ ") + "}"', "escape"),
+    Mutant("price range with exclusive bounds", "04_hybrid",
+           "filters.append(f\"@price:[{'-inf' if low is None else low} {'+inf' if high is None else high}]\")",
+           "filters.append(f\"@price:[({'-inf' if low is None else low} ({'+inf' if high is None else high}]\")",
+           "inclusive"),
+    Mutant("price range with None replaced by 0", "04_hybrid",
+           "{'-inf' if low is None else low} {'+inf' if high is None else high}", "{low or 0} {high or 0}",
+           "unbounded"),
+    Mutant("text filter ignored", "04_hybrid", '        filters.append(f"@name|description:({text})")\n',
+           "        pass\n", "mentions"),
+    Mutant("cache threshold comparison flipped", "05_semantic_cache",
+           "if similarity >= self.threshold else None", "if similarity <= self.threshold else None", "flipped"),
+    Mutant("cache entries without TTL", "05_semantic_cache", "        pipe.expire(key, self.ttl)\n", "",
+           "never expires"),
+    Mutant("cache key with a random part", "05_semantic_cache",
+           "hashlib.sha256(query.encode()).hexdigest()",
+           "hashlib.sha256(query.encode() + np.random.bytes(4)).hexdigest()",
+           "two different keys"),
+    Mutant("get_or_generate always generates", "05_semantic_cache",
+           "        if cached is not None:\n            return cached\n", "", "without calling generate_fn"),
+    Mutant("knn_search returns similarities", "03_knn", "float(doc.distance)) for doc in docs]",
+           "1 - float(doc.distance)) for doc in docs]", "similarities where COSINE distances"),
+    Mutant("knn_search ignores ef_runtime", "03_knn", ' EF_RUNTIME {int(ef_runtime)}" if ef_runtime', '" if ef_runtime',
+           "EF_RUNTIME"),
+    Mutant("knn_search packs the query as float64", "03_knn", "np.asarray(query_vector, dtype=np.float32).tobytes()",
+           "np.asarray(query_vector).tobytes()", "float32"),
+    Mutant("knn_search returns keys with the prefix", "03_knn", '_text(doc.id).split(":", 1)[1]', "_text(doc.id)",
+           "prefix"),
+    Mutant("distance_to_similarity returns the distance", "03_knn", "return 1.0 - float(distance)",
+           "return float(distance)", "distance unchanged"),
+    Mutant("vector_to_bytes keeps float64", "02_indexing", "return array.tobytes()",
+           "return np.asarray(vector, dtype=np.float64).tobytes()", "float64"),
+    Mutant("vector_to_bytes accepts NaN", "02_indexing", "    if not np.isfinite(array).all():\n", "    if False:\n",
+           "NaN"),
+    Mutant("create_product_index recreates an existing index", "02_indexing",
+           "        r.ft(index_name).info()\n        return False\n",
+           "        r.ft(index_name).info()\n        r.ft(index_name).dropindex()\n", "already exists"),
+    Mutant("category TAG with the default ',' separator", "02_indexing", 'TagField("category", separator="|")',
+           'TagField("category")', "SEPARATOR"),
+    Mutant("price not SORTABLE", "02_indexing", 'NumericField("price", sortable=True)', 'NumericField("price")',
+           "SORTABLE"),
+    Mutant("load_products checks row widths batch by batch", "02_indexing",
+           '    if len({row.shape for row in rows}) > 1:\n        raise ValueError("every embedding row must have '
+           'the same width")\n', "", "nothing may be written",
+           more=(("        pipe.hset(f\"{prefix}", "        if row.shape != rows[0].shape:\n"
+                  "            raise ValueError('every embedding row must have the same width')\n"
+                  "        pipe.hset(f\"{prefix}"),)),
+    Mutant("load_products stores the vector as text", "02_indexing", '"embedding": row.tobytes()})',
+           '"embedding": str(row.tolist())})', "float32 bytes"),
+    Mutant("search_module_version returns a str", "01_setup", 'return int(fields["ver"])',
+           'return str(fields["ver"])', "as an int"),
+    Mutant("search_module_version misses the RESP2 reply shape", "01_setup",
+           "fields = module if isinstance(module, dict) else dict(zip(module[::2], module[1::2]))",
+           "fields = module if isinstance(module, dict) else {}", "RESP2"),
+    Mutant("search_module_version assumes a search module", "01_setup", "    return None\n",
+           "    raise RuntimeError('no search module')\n", "must return None"),
+    Mutant("search_posts returns distances", "07_rag", "(_text(doc.url), 1 - float(doc.distance))",
+           "(_text(doc.url), float(doc.distance))", "distances where similarities"),
+    Mutant("answer leaves the post out of the prompt", "07_rag",
+           '"Answer using only this blog post:\\n\\n" + context', '"Answer briefly."', "best post's text"),
+    Mutant("answer returns the whole reply object", "07_rag", "return reply.choices[0].message.content",
+           "return str(reply)", "reply.choices[0].message.content"),
+    Mutant("answer ignores the model argument", "07_rag", "create(model=model,", 'create(model="gpt-4o-mini",',
+           "model=model"),
+    Mutant("load_posts always creates the index", "07_rag", '        r.ft("idx:posts").info()\n',
+           '        raise redis.ResponseError("pretend it is missing")\n', "only if it is missing"),
+    Mutant("recall divides by the approximate count", "08_performance", "/ len(exact)", "/ len(set(approx_ids))",
+           "precision"),
+]
