@@ -1,0 +1,88 @@
+"""`redis-workbook check` and the notebooks' self_check/require: exit codes, messages, repeatable in-process runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from submissions import ENDSWITH, GOOD, REPO, write_notebook
+
+from redis_workbook.grading import check, points
+
+TOTAL = points.format_points(sum(points.read(REPO / "grader" / "points.toml")["06_recommender"].values()))
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "redis_workbook.cli", "check", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_check_passes_the_solution_and_names_every_test() -> None:
+    done = run_check(str(REPO / "solutions" / "06_recommender.ipynb"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS  test_track_view_newest_first  (" in done.stdout
+    assert "FAIL" not in done.stdout and f"Total: {TOTAL}/{TOTAL} points" in done.stdout
+
+
+def test_check_fails_with_the_mistake_named(tmp_path: Path) -> None:
+    done = run_check(str(write_notebook(tmp_path / "06_recommender.ipynb", ENDSWITH)))
+    assert done.returncode == 1
+    assert "FAIL  test_similar_products_never_return_the_product_itself" in done.stdout
+    assert "endswith" in done.stdout and "Total: " in done.stdout
+
+
+def test_check_reports_a_broken_notebook_as_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "06_recommender.ipynb"
+    path.write_text("{")
+    done = run_check(str(path))
+    assert done.returncode == 1
+    assert "is not valid JSON" in done.stdout and f"Total: 0/{TOTAL} points" in done.stdout
+
+
+def test_check_bad_usage_exits_2(tmp_path: Path) -> None:
+    missing = run_check(str(tmp_path / "06_recommender.ipynb"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    unknown = run_check(str(write_notebook(tmp_path / "my_homework.ipynb", "x = 1\n")))
+    assert unknown.returncode == 2 and "unknown assignment 'my_homework'" in unknown.stderr
+    assert "06_recommender" in unknown.stderr
+    renamed = write_notebook(tmp_path / "copy.ipynb", GOOD, "self_check('06_recommender', globals())\n")
+    assert check.assignment_for(renamed, points.assignments()) == "06_recommender"
+
+
+def namespace(source: str) -> dict:
+    scope: dict = {"__name__": "__main__"}
+    exec(compile(source, "<notebook>", "exec"), scope)
+    return scope
+
+
+def test_self_check_and_require_run_in_process_again_and_again(capsys: pytest.CaptureFixture[str]) -> None:
+    good, bad = namespace(GOOD), namespace(ENDSWITH)
+    for _ in range(2):
+        assert check.self_check("06_recommender", good) is True
+        assert check.self_check("06_recommender", bad) is False
+    printed = capsys.readouterr().out
+    assert printed.count(f"Total: {TOTAL}/{TOTAL} points") == 2
+    assert printed.count("FAIL  test_similar_products_never_return_the_product_itself") == 2
+    check.require("06_recommender", "test_track_view_newest_first", bad)
+    assert "PASS test_track_view_newest_first (" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="endswith"):
+        check.require("06_recommender", "test_similar_products_never_return_the_product_itself", bad)
+
+
+def test_self_check_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="assignment must be one of .*06_recommender.*got '6'"):
+        check.self_check("6", {})
+    with pytest.raises(TypeError, match=r"namespace must be the notebook's globals\(\)"):
+        check.self_check("06_recommender", [])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="test_name must be a test of 06_recommender"):
+        check.require("06_recommender", "test_nope", {})
+
+
+def test_inside_the_grader_the_notebook_checks_do_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(check.GRADING_ENV, "worker")
+    assert check.self_check("06_recommender", {}) is True
+    check.require("06_recommender", "test_track_view_newest_first", {})
+    assert "skipped" in capsys.readouterr().out
