@@ -112,6 +112,8 @@ def expect_error(what: str, fn: Callable[..., Any], *args: Any,
     else:
         fail(f"`{what}` should refuse this input with {names}.", expected=names, got=f"returned {show(result)}",
              hint="Validate the arguments before doing any work.")
+    if isinstance(error, NotImplementedError):
+        fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).", hint=NOT_WRITTEN_HINT)
     if not isinstance(error, kinds):
         fail(f"`{what}` should refuse this input with {names}.", expected=names,
              got=f"{type(error).__name__}: {str(error)[:300]}",
