@@ -212,7 +212,7 @@ def test_get_or_generate_calls_generate_only_on_a_miss(nb, r: redis.Redis, embed
 def test_put_refuses_bad_input_and_writes_nothing(nb, r: redis.Redis, embedder: HashingEmbedder) -> None:
     cache = new_cache(nb, r, embedder)
     before = snapshot(r)
-    for query, response in ((None, ANSWER), (STORED, None), (42, ANSWER)):
+    for query, response in ((None, ANSWER), (STORED, None)):
         what = f"cache.put({query!r}, {response!r})"
         expect_error(what, cache.put, query, response)
         assert_unchanged(before, snapshot(r), what)
