@@ -320,3 +320,18 @@ def test_interrupted_grading_resumes_to_the_same_gradebook(graded: GradedClass, 
     assert final.returncode == 0, final.stderr
     expected = [row for row in gradebook(graded.out) if row["student_id"] in students]
     assert gradebook(out) == expected
+
+
+def test_testcontainers_backend_gives_the_same_grades(graded: GradedClass, docker_engine: object,
+                                                      tmp_path: Path) -> None:
+    students = ["c_template", "d_endswith", "h_redis_admin", "i_invalid_json"]
+    submitted, out = tmp_path / "submitted", tmp_path / "out"
+    for student in students:
+        shutil.copytree(graded.submitted / student, submitted / student)
+    done = subprocess.run(grade_command(submitted, out, graded.extra, "--backend", "testcontainers"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert gradebook(out) == [row for row in gradebook(graded.out) if row["student_id"] in students]
+    for student in students:
+        assert outcome(out, student) == outcome(graded.out, student)
+    assert results(out, "c_template")["extra_data"]["redis_workbook"]["backend"] == "testcontainers"

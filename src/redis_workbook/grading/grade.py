@@ -163,8 +163,7 @@ class Suite:
         _remove_stale_copies()
         self.root = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))  # mode 0700: only the grader's user reads it
         (self.root / "owner.pid").write_text(str(os.getpid()))
-        self.tests = self.root / "tests"
-        self._copy(grader, self.tests)
+        self.tests = self._copy(grader, self.root / "tests")
         self.extra = self._copy(extra, self.tests / "extra") if extra else None
         (self.tests / "pytest.ini").write_text("[pytest]\n")
         digest = hashlib.sha256()
@@ -175,10 +174,8 @@ class Suite:
 
     @staticmethod
     def _copy(source: Path, target: Path) -> Path:
-        target.mkdir(parents=True)
-        for path in source.iterdir():
-            if path.is_file() and (path.suffix == ".py" or path.name == points.POINTS_FILE):
-                shutil.copy2(path, target / path.name)
+        """The whole folder but nbgrader's course and caches: tests may import helpers and read data files."""
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("course", "__pycache__", ".*"))
         return target
 
     def modules(self, assignment: str) -> list[Path]:

@@ -220,7 +220,10 @@ class Grading:
     def before_test(self) -> None:
         if self.infrastructure:
             pytest.fail(f"not run: {self.infrastructure}", pytrace=False)
-        if self.local is None and self.config.getoption("submission"):
+        if self.local is None:
+            if not self.config.getoption("submission"):
+                pytest.fail("The grader's tests need a notebook: run them with --submission NOTEBOOK.ipynb, "
+                            "`redis-workbook check NOTEBOOK` or self_check() in the notebook.", pytrace=False)
             self._prepare_notebook()
         client = self.redis_under_test().admin(socket_timeout=30)
         try:
@@ -299,6 +302,7 @@ class Grading:
                 "problems": notebook.problems(), "output": notebook.output.text(), "restarts": notebook.restarts,
                 "sandbox": notebook.sandbox_report,
             },
+            "backend": self.redis.kind if self.redis else None,
             "infrastructure_error": self.infrastructure,
             "warnings": self.warnings,
             "duration": round(time.monotonic() - self.started, 3),

@@ -60,6 +60,7 @@ class Server:
         self.main_pid = os.getpid()
         self.redis_url = init["redis_url"]
         self.handles: dict[int, Any] = {}
+        self.handle_ids: dict[int, int] = {}
         self.recorders: dict[str, WorkerRecorder] = {}
         self.synced: dict[str, int] = {}
         self.cache: dict[str, Any] = {}
@@ -181,8 +182,10 @@ class Server:
 
     # ------------------------------------------------------------------ values
     def make_handle(self, value: Any) -> dict:
-        handle_id = len(self.handles) + 1
-        self.handles[handle_id] = value
+        handle_id = self.handle_ids.get(id(value))  # the same object keeps its handle (and stays alive)
+        if handle_id is None:
+            handle_id = self.handle_ids[id(value)] = len(self.handles) + 1
+            self.handles[handle_id] = value
         return {wire.TAG: "handle", "id": handle_id, "type": type(value).__name__, "callable": callable(value)}
 
     def decode(self, data: Any) -> Any:
