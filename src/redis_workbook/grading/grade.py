@@ -118,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         hide = [str(p) for p in (grader, grader.parent / "solutions", grader.parent / ".git", grader.parent / "tests",
                                  extra, submitted, out, suite.root, *map(Path, args.hide)) if p is not None]
-        grader_run = ClassRun(args, suite, known, hide)
-        return grader_run.grade(jobs)
+        return ClassRun(args, suite, known, hide).grade(jobs)
+    except KeyboardInterrupt:  # before grading started (while collecting the tests)
+        print("Interrupted before any submission was graded.", file=sys.stderr)
+        return 130
     finally:
         suite.remove()
 

@@ -180,6 +180,10 @@ class WorkerProcess:
                  str(request_r), str(reply_w), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w, pass_fds=(request_r, reply_w),
                 env=worker_environment(init["redis_url"]), cwd="/", start_new_session=True)
+        except OSError as exc:
+            for fd in (request_w, reply_r, output_r):
+                os.close(fd)
+            raise InfrastructureError(f"the notebook process could not be started: {exc}") from None
         finally:
             for fd in (request_r, reply_w, output_w):
                 os.close(fd)
@@ -464,7 +468,9 @@ def _openai_marker(value: Any) -> dict | None:
 
 
 def _cell_error_text(index: int, source: str, error: dict) -> str:
-    text = f"cell {index + 1} (`{_first_line(source)}`) raised {error.get('type')}: {str(error.get('message'))[:300]}"
+    message = str(error.get("message") or "")[:300]
+    text = f"cell {index + 1} (`{_first_line(source)}`) raised {error.get('type')}"
+    text += f": {message}" if message else ""
     if error.get("type") == "NoPermissionError":
         text += (" (the grader's Redis does not allow FLUSHALL, FLUSHDB, CONFIG, SHUTDOWN, DEBUG, ACL, scripts and "
                  "other server-wide commands: delete only the keys your notebook made)")

@@ -38,7 +38,10 @@ def load(path: Path, assignment: str | None = None, known: tuple[str, ...] = ())
     try:
         raw = sub.path.read_bytes()[:MAX_NOTEBOOK_BYTES + 1]
     except FileNotFoundError:
-        sub.problem = f"No notebook was submitted: {sub.path.name} does not exist."
+        others = sorted(p.name for p in sub.path.parent.glob("*.ipynb"))
+        sub.problem = f"No notebook named {sub.path.name} was submitted" + (
+            f" (the folder holds {', '.join(others)}: submit one notebook, named {sub.path.name})." if others
+            else ".")
         return sub
     except OSError as exc:
         sub.problem = f"Your notebook {sub.path.name} could not be read ({exc.strerror})."

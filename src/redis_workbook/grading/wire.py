@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 TAG = "__t"
-MAX_MESSAGE = 64 * 1024 * 1024
+MAX_MESSAGE = 32 * 1024 * 1024
 MAX_DEPTH = 100
 PLAIN_DTYPE_KINDS = "biufcSU"
 
