@@ -86,3 +86,53 @@ def test_inside_the_grader_the_notebook_checks_do_nothing(monkeypatch: pytest.Mo
     assert check.self_check("06_recommender", {}) is True
     check.require("06_recommender", "test_track_view_newest_first", {})
     assert "skipped" in capsys.readouterr().out
+
+
+GRADER_CONFTEST = 'pytest_plugins = ["redis_workbook.grading.plugin"]\n'
+GRADER_TESTS = '''
+import pytest
+
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_split(nb, x):
+    assert nb.double(x) == 2 * x
+
+
+def test_message(nb):
+    assert nb.double(1) == 3, "double(1) should be 3 (on purpose)"
+
+
+def test_bare(nb):
+    assert nb.double(2) == 5
+
+
+def test_error(nb, r):
+    r.set("seen", "1")
+    nb.explode()
+
+
+def test_starts_empty(r):
+    assert r.dbsize() == 0, "FLUSHALL before every test"
+'''
+
+
+def test_points_and_messages_per_test(tmp_path: Path) -> None:
+    """Parametrized cases share their test's points; messages are the test's own, or the error, short."""
+    from redis_workbook.grading.plugin import LocalRun
+    from redis_workbook.server import EmbeddedRedis
+
+    (tmp_path / "conftest.py").write_text(GRADER_CONFTEST)
+    (tmp_path / "test_01_setup.py").write_text(GRADER_TESTS)
+    (tmp_path / "points.toml").write_text('["01_setup"]\ntest_split = 3\ntest_message = 1\ntest_bare = 1\n'
+                                          "test_error = 1\ntest_starts_empty = 1\n")
+    scope = namespace("def double(x):\n    return 2 * x\n\ndef explode():\n    raise KeyError('boom')\n")
+    with EmbeddedRedis() as server:
+        got = check.run_tests(tmp_path, "01_setup", [], [LocalRun(scope, server.url)])
+    tests = {t["name"]: t for t in got["tests"]}
+    assert [tests[f"test_split[{x}]"]["points"] for x in (1, 2)] == [1.5, 1.5]
+    assert (got["score"], got["max_score"]) == (4.0, 7.0)
+    assert tests["test_message"]["message"] == "double(1) should be 3 (on purpose)"
+    assert tests["test_bare"]["message"].startswith("assert 4 == 5")
+    assert tests["test_error"]["message"].startswith("KeyError: 'boom'")
+    assert "explode" in tests["test_error"]["message"] and len(tests["test_error"]["message"].splitlines()) < 25
+    assert tests["test_starts_empty"]["passed"]

@@ -337,3 +337,18 @@ def test_wire_refuses_what_a_hostile_worker_could_send() -> None:
     for data in [*bad, nested]:
         with pytest.raises(wire.WireError):
             wire.decode(data)
+
+
+def test_url_backend_adds_and_removes_a_restricted_learner_user() -> None:
+    with EmbeddedRedis() as server:
+        under_test = backends.start("url", server.url)
+        learner = redis.Redis.from_url(under_test.learner_url)
+        learner.set("mine", "ok")
+        for command in (("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1mb"), ("SHUTDOWN",),
+                        ("ACL", "LIST"), ("EVAL", "return 1", "0"), ("SCRIPT", "FLUSH")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                learner.execute_command(*command)
+        assert learner.execute_command("MODULE", "LIST")
+        user = learner.acl_whoami()
+        under_test.stop()
+        assert user not in server.client().acl_users() and server.client().get("mine") == b"ok"

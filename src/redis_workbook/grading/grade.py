@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             print("redis-workbook grade: the tests cannot grade anything yet:\n" + "\n".join(problems),
                   file=sys.stderr)
             return 2
-        hide = [str(p) for p in (grader, grader.parent / "solutions", grader.parent / ".git", grader.parent / "tests",
-                                 extra, submitted, out, suite.root, *map(Path, args.hide)) if p is not None]
+        hide = [str(p) for p in (*points.secret_paths(grader), extra, submitted, out, suite.root, *args.hide)
+                if p is not None]
         return ClassRun(args, suite, known, hide).grade(jobs)
     except KeyboardInterrupt:  # before grading started (while collecting the tests)
         print("Interrupted before any submission was graded.", file=sys.stderr)

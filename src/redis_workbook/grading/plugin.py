@@ -171,7 +171,7 @@ class Grading:
             doc = (function.__doc__ or "").strip().split("\n")[0] if function is not None else ""
             self.outcomes[item.nodeid] = {
                 "nodeid": item.nodeid, "name": item.name, "doc": doc, "assignment": assignment, "passed": False,
-                "points": 0.0, "max_points": worth / functions[(item.path, name)], "message": "not run", "ran": False,
+                "points": 0.0, "max_points": worth / functions[(item.path, name)], "message": "not run",
             }
         if len(assignments) == 1:
             self.assignment = assignments.pop()
@@ -180,7 +180,6 @@ class Grading:
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
             return
-        outcome["ran"] = True
         if report.when == "call" and report.passed and outcome["message"] == "not run":
             outcome.update(passed=True, points=outcome["max_points"], message="")
         elif report.failed or report.skipped:
@@ -209,12 +208,9 @@ class Grading:
 
     @property
     def namespace(self) -> Any:
-        if self._namespace is None:
-            if self.local is not None:
-                self._namespace = remote.LocalNamespace(self.local.namespace)
-            else:
-                raise pytest.UsageError("The grader's tests need a notebook: pass --submission NOTEBOOK.ipynb "
-                                        "(or use `redis-workbook check NOTEBOOK`).")
+        """The learner's namespace; in remote mode set up by before_test (which runs first: autouse)."""
+        if self._namespace is None and self.local is not None:
+            self._namespace = remote.LocalNamespace(self.local.namespace)
         return self._namespace
 
     def before_test(self) -> None:
@@ -263,8 +259,7 @@ class Grading:
         tests = [(here / a.split("::")[0]).resolve() for a in self.config.args]
         paths += [str(t if t.is_dir() else t.parent) for t in tests if t.exists()]
         try:
-            grader = points.grader_dir()
-            paths += [str(grader), *(str(grader.parent / n) for n in ("solutions", ".git", "tests"))]
+            paths += [str(p) for p in points.secret_paths(points.grader_dir())]
         except points.GraderNotFound:
             pass
         return sorted({p for p in paths if Path(p).exists()})

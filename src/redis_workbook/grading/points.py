@@ -75,6 +75,11 @@ def assignments(folder: Path | None = None) -> tuple[str, ...]:
     return tuple(sorted(read((folder or grader_dir()) / POINTS_FILE)))
 
 
+def secret_paths(grader: Path) -> list[Path]:
+    """What learner code must never read: the grader, and the repository's solutions, history and tests."""
+    return [grader, *(grader.parent / name for name in ("solutions", ".git", "tests"))]
+
+
 def module_path(assignment: str, folder: Path | None = None) -> Path:
     return (folder or grader_dir()) / f"test_{assignment}.py"
 

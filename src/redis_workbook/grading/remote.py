@@ -220,7 +220,7 @@ class WorkerProcess:
             return self.channel.receive(timeout=timeout, alive=self.alive)
         except wire.ChannelTimeout:
             self.kill()
-            raise WorkerGone(f"timed out after {timeout:g} s") from None
+            raise WorkerGone(f"timed out after {round(timeout, 1):g} s") from None
         except wire.ChannelClosed:
             code = self.code()  # how it ended, before kill() would make every ending a SIGKILL
             self.kill()
@@ -336,7 +336,7 @@ class Notebook:
     def prepare_for_test(self) -> None:
         """Called before each test: a worker lost in the previous test is replaced (cells run again)."""
         self.lost = None
-        if self.worker is None and self.restarts <= self.settings.max_restarts:
+        if self.worker is None:
             self.start()
 
     def close(self) -> None:

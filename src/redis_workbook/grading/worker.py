@@ -7,7 +7,7 @@ work) and then serves requests until the grader closes the channel:
 
 - run_cell {index, source} -> {"ok": {"error": null | {...}}}
 - get {name}               -> {"ok": value} | {"missing": true}
-- call {target, args, kwargs}, getattr {target, name}, setattr {target, name, value}, repr {target}
+- call {target, args, kwargs}, getattr {target, name}, setattr {target, name, value}
   -> {"ok": value} | {"raised": exception}
 
 Values travel as `wire` JSON; objects that are not plain values stay here and go
@@ -115,7 +115,7 @@ class Server:
                     return {"missing": True}
                 return self.reply(self.shell.user_ns[name])
             target = self.handles.get(request.get("target"))  # type: ignore[arg-type]
-            if target is None and op in ("call", "getattr", "setattr", "repr"):
+            if target is None and op in ("call", "getattr", "setattr"):
                 return {"error": "this object no longer exists in the notebook process"}
             if op == "call":
                 args = self.decode(request.get("args", []))
@@ -126,8 +126,6 @@ class Server:
             if op == "setattr":
                 setattr(target, str(request["name"]), self.decode(request["value"]))
                 return self.reply(None)
-            if op == "repr":
-                return self.reply(safe_text(repr(target), 400))
         except wire.WireError as exc:
             return {"error": f"the grader's request could not be decoded: {exc}"}
         except BaseException as exc:  # noqa: BLE001 - learner code raised: report it, keep serving
