@@ -315,11 +315,13 @@ def test_interrupted_grading_resumes_to_the_same_gradebook(graded: GradedClass, 
         watcher.stop()
         assert process.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stderr
         assert watcher.survivors() == []
-    assert 0 < len(list(out.glob("*/*/results.json"))) < len(students)
+    kept = {path: path.stat().st_mtime_ns for path in out.glob("*/*/results.json")}
+    assert 0 < len(kept) < len(students)
     final = subprocess.run(grade_command(submitted, out, graded.extra), capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
     expected = [row for row in gradebook(graded.out) if row["student_id"] in students]
     assert gradebook(out) == expected
+    assert {path: path.stat().st_mtime_ns for path in kept} == kept  # finished ones were not graded again
 
 
 def test_testcontainers_backend_gives_the_same_grades(graded: GradedClass, docker_engine: object,
