@@ -266,6 +266,8 @@ def test_secrets_are_out_of_reach(graded: GradedClass) -> None:
     if os.geteuid() != 0:
         pytest.skip("hiding the grader's files needs root (namespaces); as another user the grader warns instead")
     assert "READ []" in graded.printed("h_read_secrets")
+    assert results(graded.out, "h_read_secrets")["extra_data"]["redis_workbook"]["warnings"] == []
+    assert "warning:" not in graded.stderr
     assert results(graded.out, "h_read_secrets")["score"] == graded.max_score
 
 

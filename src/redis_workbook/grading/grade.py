@@ -385,11 +385,13 @@ class ClassRun:
             return None, f"the grader crashed (exit code {process.returncode}): {tail.strip()}"
 
     def summary(self, jobs: list[Job], gradebook: Path) -> int:
-        statuses = {}
+        """Counts, the submissions not graded, and the sandbox's warnings (once each) for the instructor."""
+        statuses, warnings = {}, set()
         for job in jobs:
             try:
                 meta = json.loads((job.out / "results.json").read_text(encoding="utf-8"))["extra_data"]
                 statuses[(job.student, job.assignment)] = meta["redis_workbook"]["status"]
+                warnings.update(meta["redis_workbook"].get("warnings", []))
             except (OSError, ValueError, KeyError):
                 statuses[(job.student, job.assignment)] = f"{NOT_GRADED}: no results"
         failed = {k: v for k, v in statuses.items() if v != GRADED}
@@ -397,6 +399,8 @@ class ClassRun:
               file=sys.stderr)
         for (student, assignment), status in sorted(failed.items()):
             print(f"  {student}/{assignment}: {status[:300]}", file=sys.stderr)
+        for warning in sorted(warnings):
+            print(f"warning: {warning}", file=sys.stderr)
         return 1 if failed else 0
 
 

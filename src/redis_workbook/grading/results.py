@@ -85,8 +85,10 @@ def gradescope(results: dict | None, status: str, meta: dict, max_score: float |
                 "stdout_visibility": "hidden", "extra_data": extra,
                 "tests": [{"name": "grading", "score": 0, "max_score": max_score or 0, "status": "failed",
                            "output": message, "output_format": "text", "visibility": "visible"}]}
+    notebook = results.get("notebook") or {}
+    warnings = [*results.get("warnings", []), *(notebook.get("sandbox") or {}).get("warnings", [])]
     extra["redis_workbook"].update(score=results["score"], backend=results.get("backend"),
-                                   output=(results.get("notebook") or {}).get("output", ""))
+                                   output=notebook.get("output", ""), warnings=warnings)
     tests = [{
         "name": test["name"] + (f": {test['doc']}" if test.get("doc") else ""),
         "score": test["points"], "max_score": test["max_points"],
