@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,20 @@ def test_points_and_messages_per_test(tmp_path: Path) -> None:
     assert tests["test_error"]["message"].startswith("KeyError: 'boom'")
     assert "explode" in tests["test_error"]["message"] and len(tests["test_error"]["message"].splitlines()) < 25
     assert tests["test_starts_empty"]["passed"]
+
+
+def test_check_grades_like_nbgrader(tmp_path: Path) -> None:
+    """Code below the autograded test cells does not count, and functions get their Redis from `r`."""
+    test_cell = "require('06_recommender', 'test_track_view_newest_first', globals())\n"
+    global_r = GOOD.replace("def track_view(r, ", "def track_view(_r, ")  # its body then uses the global r
+    global_r += "\nimport redis_workbook\n\nr = redis_workbook.connect()\n"
+    path = write_notebook(tmp_path / "06_recommender.ipynb", global_r, test_cell, "x = 1\n", "def y():\n    pass\n")
+    notebook = json.loads(path.read_text())
+    notebook["cells"][1]["metadata"]["nbgrader"] = {"grade": True, "solution": False, "locked": True,
+                                                     "grade_id": "test_track_view_newest_first", "points": 3}
+    path.write_text(json.dumps(notebook))
+    done = run_check(str(path))
+    assert done.returncode == 1
+    assert "FAIL  test_track_view_newest_first" in done.stdout
+    assert "PASS  test_similar_products_are_the_nearest" in done.stdout
+    assert "cells 3, 4 below the autograded check cells did not run" in done.stdout

@@ -73,7 +73,7 @@ class Watcher(threading.Thread):
         self.root, self.kill_once, self.kill_always = root, set(kill_once), set(kill_always)
         self.seen: dict[int, str] = {}  # pid -> start time
         self.killed: dict[str, int] = {}
-        self.killed_pids: set[int] = set()
+        self.handled: set[int] = set()  # grading processes whose Redis under test was dealt with
         self.halt = threading.Event()
         self.start()
 
@@ -85,20 +85,23 @@ class Watcher(threading.Thread):
                 children.setdefault(parent, []).append(pid)
             todo = [self.root]
             while todo:
-                for pid in children.get(todo.pop(), []):
+                parent = todo.pop()
+                for pid in children.get(parent, []):
                     self.seen.setdefault(pid, table[pid][1])
                     todo.append(pid)
-                    if table[pid][2] == "redis-server":
-                        self.maybe_kill(pid, cmdline(table[pid][0]))
+                servers = [pid for pid in children.get(parent, []) if table[pid][2] == "redis-server"]
+                if servers and parent not in self.handled:
+                    self.maybe_kill(parent, min(servers))  # the first server a grading process starts is under test
             time.sleep(0.05)
 
-    def maybe_kill(self, pid: int, parent_command: str) -> None:
+    def maybe_kill(self, parent: int, server: int) -> None:
+        self.handled.add(parent)
+        command = cmdline(parent)
         for student in self.kill_once | self.kill_always:
-            if f"/{student}/06_recommender" in parent_command and pid not in self.killed_pids:
+            if f"/{student}/06_recommender" in command:
                 if student in self.kill_once and self.killed.get(student):
                     return
-                self.killed_pids.add(pid)
-                os.kill(pid, signal.SIGKILL)
+                os.kill(server, signal.SIGKILL)
                 self.killed[student] = self.killed.get(student, 0) + 1
 
     def stop(self) -> None:

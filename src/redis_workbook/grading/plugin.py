@@ -3,8 +3,9 @@
 Registered by grader/conftest.py (`pytest_plugins`) or `-p redis_workbook.grading.plugin`.
 
 Remote mode (`--submission NOTEBOOK.ipynb`): the notebook runs in a sandboxed worker
-(remote.Notebook) connected to the Redis under test as a restricted user; `nb`
-proxies calls into it. Local mode (check.self_check/require): a `LocalRun` plugin
+(remote.Notebook); its cells' own `connect()` reaches a Redis of their own, and the
+clients the tests pass in reach the Redis under test, both as a restricted user;
+`nb` proxies calls into it. Local mode (check.self_check/require): a `LocalRun` plugin
 object carries the notebook's globals() and a private Redis URL; `nb` wraps the dict.
 
 Either way: one Redis per pytest session (`--backend embedded|testcontainers|url`),
@@ -141,6 +142,7 @@ class Grading:
         self.local = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, LocalRun)), None)
         self.started = time.monotonic()
         self.redis: backends.RedisUnderTest | None = None
+        self.notebook_redis: backends.RedisUnderTest | None = None
         self.notebook: remote.Notebook | None = None
         self._namespace: Any = None
         self.submission: submission.Submission | None = None
@@ -238,19 +240,34 @@ class Grading:
             pytest.fail(self.submission.problem, pytrace=False)
         under_test = self.redis_under_test()
         if self.notebook is None:
+            notebook_url = self._notebook_redis(under_test)
             settings = remote.Settings(
                 cell_timeout=self.config.getoption("cell_timeout"),
                 notebook_timeout=self.config.getoption("notebook_timeout"),
                 call_timeout=self.config.getoption("call_timeout"))
             settings.limits.memory_mb = self.config.getoption("memory_mb")
             self.notebook = remote.Notebook(self.submission, under_test.learner_url, settings,
-                                            hide=self._hidden_paths(), grading_address=under_test.address)
+                                            hide=self._hidden_paths(), grading_address=under_test.address,
+                                            notebook_redis_url=notebook_url)
             self._namespace = remote.RemoteNamespace(self.notebook)
         try:
             self.notebook.prepare_for_test()
         except remote.InfrastructureError as exc:
             self.infrastructure = str(exc)
             raise
+
+    def _notebook_redis(self, under_test: backends.RedisUnderTest) -> str:
+        """The notebook's own Redis (its cells' `connect()`), apart from the one the tests use.
+
+        As in nbgrader and the self-check, where the tests run on a private server: a function
+        that uses the notebook's global client instead of its `r` argument fails the same way.
+        """
+        try:
+            self.notebook_redis = backends.start("embedded")
+        except Exception as exc:  # noqa: BLE001 - e.g. no embedded server on this platform
+            self.warnings.append(f"the notebook's cells share the Redis under test (no embedded server: {exc})")
+            return under_test.learner_url
+        return self.notebook_redis.learner_url
 
     def _hidden_paths(self) -> list[str]:
         """The grader's own files: the test folders of this run, the repository's grader/solutions/.git."""
@@ -275,9 +292,10 @@ class Grading:
     def finish(self) -> None:
         if self.notebook is not None:
             self.notebook.close()
-        if self.redis is not None and self.local is None:
+        for server in (self.redis, self.notebook_redis) if self.local is None else ():
             try:
-                self.redis.stop()
+                if server is not None:
+                    server.stop()
             except Exception as exc:  # noqa: BLE001 - stopping must not hide the results
                 self.warnings.append(f"stopping Redis: {exc}")
         if path := self.config.getoption("results_json"):

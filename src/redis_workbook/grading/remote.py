@@ -179,7 +179,7 @@ class WorkerProcess:
                 [sys.executable, "-s", "-B", "-u", "-m", "redis_workbook.grading.worker",
                  str(request_r), str(reply_w), str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w, pass_fds=(request_r, reply_w),
-                env=worker_environment(init["redis_url"]), cwd="/", start_new_session=True)
+                env=worker_environment(init["notebook_redis_url"]), cwd="/", start_new_session=True)
         except OSError as exc:
             for fd in (request_w, reply_r, output_r):
                 os.close(fd)
@@ -262,11 +262,15 @@ class Notebook:
     """A submission's notebook in a sandboxed worker: cells run once, then the tests' calls."""
 
     def __init__(self, submission: Submission, redis_url: str, settings: Settings | None = None,
-                 hide: list[str] | None = None, grading_address: tuple[str, int] | None = None) -> None:
+                 hide: list[str] | None = None, grading_address: tuple[str, int] | None = None,
+                 notebook_redis_url: str | None = None) -> None:
+        """`redis_url`: the Redis under test, for the clients the tests pass in. `notebook_redis_url`: the
+        notebook's own REDIS_URL (`redis_workbook.connect()` in its cells), by default the same server."""
         self.submission = submission
         self.settings = settings or Settings()
         self.output = CappedOutput(self.settings.output_bytes)
-        self.init = {"op": "init", "redis_url": redis_url, "notebook_name": submission.name,
+        self.init = {"op": "init", "redis_url": redis_url, "notebook_redis_url": notebook_redis_url or redis_url,
+                     "notebook_name": submission.name,
                      "notebook_text": submission.text,
                      "sandbox": {"limits": vars(self.settings.limits), "hide": list(hide or [])}}
         self.grading_address = grading_address
@@ -330,6 +334,10 @@ class Notebook:
         """What went wrong while running the notebook, in cell order, for the learner."""
         found = {**self.errors, **self.skipped}
         lines = [found[i] for i in sorted(found)]
+        if after := self.submission.after_checks:
+            lines.append(f"cell{'s' if len(after) > 1 else ''} {', '.join(str(i + 1) for i in after[:10])} "
+                         "below the autograded check cells did not run (nbgrader does not count them either): "
+                         "move your code above the checks")
         return lines + ([self.not_run] if self.not_run else [])
 
     # ------------------------------------------------------------------ per test

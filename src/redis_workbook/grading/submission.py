@@ -1,5 +1,9 @@
 """Reading a submitted notebook without trusting it: plain JSON, no nbformat validation, clear problems.
 
+Only the code cells above nbgrader's first autograded test cell run: nbgrader
+scores each test cell with what the cells above it defined, and the generated
+test cells come last, so code a learner adds below them counts in neither grader.
+
 A notebook that cannot be graded at all (not JSON, empty, no code cells, made
 for another assignment) is not an error of the grader: every test fails with
 the `problem` text and the learner reads why.
@@ -23,6 +27,7 @@ class Submission:
 
     path: Path
     cells: list[tuple[int, str]] = field(default_factory=list)
+    after_checks: list[int] = field(default_factory=list)  # code cells below the first autograded test cell
     text: str = ""
     problem: str | None = None
     claims: set[str] = field(default_factory=set)
@@ -67,11 +72,18 @@ def _parse(sub: Submission, raw: bytes) -> str | None:
     cells = notebook.get("cells") if isinstance(notebook, dict) else None
     if not isinstance(cells, list):
         return f"{name} is JSON but not a Jupyter notebook (it has no list of `cells`)."
+    checks_seen = False
     for index, cell in enumerate(cells):
-        if isinstance(cell, dict) and cell.get("cell_type") == "code":
-            source = cell.get("source", "")
-            sub.cells.append((index, "".join(source) if isinstance(source, list) else str(source)))
-    sub.claims = {m for _, source in sub.cells for m in _CLAIM.findall(source)}
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        sub.claims.update(_CLAIM.findall(source))
+        checks_seen = checks_seen or _autograded_test(cell)
+        if not checks_seen:
+            sub.cells.append((index, source))
+        elif source.strip() and not _autograded_test(cell):
+            sub.after_checks.append(index)
     meta = notebook.get("metadata", {}).get("redis_workbook", {}) if isinstance(notebook.get("metadata"), dict) else {}
     if isinstance(meta, dict) and isinstance(meta.get("assignment"), str):
         sub.claims.add(meta["assignment"])
@@ -79,6 +91,13 @@ def _parse(sub: Submission, raw: bytes) -> str | None:
     if not any(source.strip() for _, source in sub.cells):
         return f"Your notebook {name} has no code in it: did you submit the right file?"
     return None
+
+
+def _autograded_test(cell: dict) -> bool:
+    """nbgrader's test cells: the grade stops running the notebook where they start, as nbgrader scores there."""
+    meta = cell.get("metadata", {})
+    grading = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return isinstance(grading, dict) and grading.get("grade") is True and not grading.get("solution")
 
 
 def _wrong_assignment(sub: Submission, assignment: str, known: tuple[str, ...]) -> str | None:
