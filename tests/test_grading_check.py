@@ -34,6 +34,17 @@ def test_check_fails_with_the_mistake_named(tmp_path: Path) -> None:
     assert "endswith" in done.stdout and "Total: " in done.stdout
 
 
+@pytest.mark.parametrize("mistake", ["cache key from Python's hash()", "cache key from hash() modulo 10**8"])
+def test_check_recognises_hash_keys_made_in_the_sandboxed_process(tmp_path: Path, mistake: str) -> None:
+    """The notebook runs in another process with its own hash seed; the grader must still see hash() keys."""
+    from grader_mutants import MUTANTS
+
+    mutant = next(m for m in MUTANTS if m.name == mistake)
+    done = run_check(str(write_notebook(tmp_path / "05_semantic_cache.ipynb", mutant.source())))
+    assert done.returncode == 1
+    assert "hash(" in done.stdout, done.stdout
+
+
 def test_check_reports_a_broken_notebook_as_a_failure(tmp_path: Path) -> None:
     path = tmp_path / "06_recommender.ipynb"
     path.write_text("{")

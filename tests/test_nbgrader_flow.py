@@ -14,8 +14,8 @@ The class, for 01_setup and 06_recommender, on the learner notebooks as released
 - s3_partial: one function right, another with a classic mistake (RESP3-only parsing of
   MODULE LIST in 01; similar_products excluding with `endswith` in 06), the rest stubs.
 
-Two known differences (strict xfail until the engine lines up with nbgrader) come from a
-fourth student, s4_diverges, graded in the same run but compared in their own tests:
+Two cases where a grader that runs every cell on one shared Redis would differ from nbgrader
+come from a fourth student, s4_diverges, graded in the same run and compared in their own tests:
 - 01_setup: the stub left in place and the right function defined in a cell appended after
   the check cells (nbgrader's test cells run before it; `grade` runs every cell, then tests);
 - 06_recommender: track_view using the notebook's global `r` instead of its client argument
@@ -87,17 +87,6 @@ APPENDED = "<a new cell at the end>"  # answers key: a cell appended after the g
 DIVERGENT = "s4_diverges"
 DIVERGES = {DIVERGENT: {"01_setup": {APPENDED: "search_module_version"},
                         "06_recommender": {"track_view": GLOBAL_R}}}
-ENGINE_RUNS_EVERY_CELL = (
-    "redis-workbook grade runs every code cell, then the tests (submission.load/worker.py), so a function "
-    "defined after the check cells counts; nbgrader runs each test cell where it stands, before that cell. "
-    "Fix in the engine: run the cells before the first generated check cell (metadata "
-    "redis_workbook_generated / nbgrader grade=true), as nbgrader's test cells see them.")
-ENGINE_SHARES_REDIS = (
-    "redis-workbook grade gives the notebook's cells REDIS_URL = the Redis under test (remote.py), so a "
-    "function that ignores its client and uses the notebook's global `r` still reaches the tests' database; "
-    "under nbgrader (and self_check) require() tests on a private EmbeddedRedis and that function fails. "
-    "Fix in the engine: give the notebook's cells a Redis (or database state) other than the tests' `r`.")
-
 Scores = dict[tuple[str, str], tuple[float, float]]  # (student, assignment) -> (score, max_score)
 
 
@@ -294,11 +283,11 @@ def same_row(flow: Flow, assignment: str) -> None:
         f"{key}: nbgrader {show(flow.nbgrader[key])}, redis-workbook grade {show(flow.grade[key])}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ENGINE_RUNS_EVERY_CELL)
 def test_a_function_defined_after_the_check_cells_scores_the_same(flow: Flow) -> None:
+    """nbgrader runs each test cell where it stands; grade runs only the cells above the first check cell."""
     same_row(flow, "01_setup")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=ENGINE_SHARES_REDIS)
 def test_a_function_using_the_notebooks_global_client_scores_the_same(flow: Flow) -> None:
+    """The notebook's own `r` is not the tests' Redis, under nbgrader and grade alike."""
     same_row(flow, "06_recommender")

@@ -133,6 +133,12 @@ def redis_url(_workbook: Grading) -> str:
     return _workbook.redis_under_test().admin_url
 
 
+@pytest.fixture
+def learner_hash(_workbook: Grading) -> Any:
+    """Python's hash() as the learner's code computes it, to recognise `cache:{hash(query)}` keys."""
+    return hash if _workbook.local is not None else remote.learner_hash
+
+
 # ---------------------------------------------------------------------------------------------- session
 class Grading:
     """One pytest session's grading state: Redis, the notebook, each test's outcome."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -155,6 +156,18 @@ def package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+# The notebook's hash() seed: random per grader process (as Python's own would be), but known
+# here so a check can tell whether a cache key came from hash() (see `learner_hash`).
+HASH_SEED = str(secrets.randbelow(2**32 - 2) + 1)
+
+
+def learner_hash(text: str) -> int:
+    """hash(text) as the notebook's process computes it: Python under the worker's PYTHONHASHSEED."""
+    done = subprocess.run([sys.executable, "-c", "import sys; print(hash(sys.argv[1]))", text],
+                          capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": HASH_SEED})
+    return int(done.stdout)
+
+
 def worker_environment(redis_url: str) -> dict[str, str]:
     """A scrubbed environment: none of the grader's secrets, Redis as the restricted learner user."""
     return {
@@ -162,7 +175,7 @@ def worker_environment(redis_url: str) -> dict[str, str]:
         "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "PYTHONPATH": package_root(),
         "MPLBACKEND": "Agg", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false", "TERM": "dumb", "NO_COLOR": "1", "USER": "learner", "LOGNAME": "learner",
-        "REDIS_URL": redis_url, "REDIS_WORKBOOK_GRADING": "worker",
+        "REDIS_URL": redis_url, "REDIS_WORKBOOK_GRADING": "worker", "PYTHONHASHSEED": HASH_SEED,
     }
 
 
