@@ -14,33 +14,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from processes import descendants, running, wait_gone
 
 from redis_workbook.server import free_port
-
-
-def children(pid: int) -> set[int]:
-    """All descendants of pid, read from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
 
 
 def read_until(stream, pattern: str, timeout: float = 60) -> re.Match[str]:  # noqa: ANN001
@@ -77,10 +53,10 @@ def test_server_prints_a_url_that_works_and_stops_on_ctrl_c() -> None:
     url = read_until(server.stdout, r"export REDIS_URL='([^']+)'").group(1)
     client = redis.Redis.from_url(url)
     assert isinstance(client.execute_command("FT._LIST"), list)
-    redis_pids = children(server.pid)
+    redis_pids = descendants(server.pid)
     server.send_signal(signal.SIGINT)
     assert server.wait(timeout=10) == 0
-    assert redis_pids and not any(alive(pid) for pid in redis_pids)
+    assert redis_pids and not any(running(pid) for pid in redis_pids)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -96,13 +72,12 @@ def test_lab_serves_notebooks_with_redis_and_stops_everything(tmp_path: Path, st
         assert isinstance(redis.Redis.from_url(url).execute_command("FT._LIST"), list)
         read_until(lab.stdout, rf"http://127\.0\.0\.1:{port}/lab", timeout=90)
         assert "version" in api_status(port)
-        started = children(lab.pid)
+        started = descendants(lab.pid)
         assert len(started) >= 2  # redis-server and jupyter-lab
     finally:
         lab.send_signal(stop_signal)
         code = lab.wait(timeout=60)
     assert code == 0
-    time.sleep(0.5)
-    assert not [pid for pid in started if alive(pid)]
+    assert not wait_gone(started)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url).ping()
