@@ -8,14 +8,10 @@ from redis.commands.search.query import Query
 from ta import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot
 
 from redis_workbook.loading import load_hashes
-from redis_workbook.report import ft_info, index_report
+from redis_workbook.report import as_text, ft_info, index_report
 from redis_workbook.schema import create_index, product_index
 
 DIM = 384
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def index_shape(r: redis.Redis, name: str) -> dict[str, object]:
@@ -24,24 +20,24 @@ def index_shape(r: redis.Redis, name: str) -> dict[str, object]:
     fields = {}
     for attribute in info["attributes"]:  # type: ignore[union-attr]
         if isinstance(attribute, dict):
-            attrs = {_text(k).lower(): v for k, v in attribute.items()}
+            attrs = {as_text(k).lower(): v for k, v in attribute.items()}
         else:
             items = list(attribute)
-            attrs = {_text(items[i]).lower(): items[i + 1] for i in range(0, len(items) - 1, 2)}
-            attrs["flags"] = [_text(x) for x in items if _text(x) in ("SORTABLE", "UNF", "NOSTEM", "NOINDEX")]
-        kind = _text(attrs["type"])
-        described = [kind] + ["SORTABLE" for f in attrs.get("flags", []) if _text(f) == "SORTABLE"]
+            attrs = {as_text(items[i]).lower(): items[i + 1] for i in range(0, len(items) - 1, 2)}
+            attrs["flags"] = [as_text(x) for x in items if as_text(x) in ("SORTABLE", "UNF", "NOSTEM", "NOINDEX")]
+        kind = as_text(attrs["type"])
+        described = [kind] + ["SORTABLE" for f in attrs.get("flags", []) if as_text(f) == "SORTABLE"]
         if kind == "VECTOR":
-            described += [f"{key.upper()} {_text(attrs[key])}" for key in
+            described += [f"{key.upper()} {as_text(attrs[key])}" for key in
                           ("algorithm", "data_type", "dim", "distance_metric", "m", "ef_construction") if key in attrs]
-        fields[_text(attrs["attribute"])] = " ".join(described)
+        fields[as_text(attrs["attribute"])] = " ".join(described)
     definition = info["index_definition"]
     if not isinstance(definition, dict):
         items = list(definition)  # type: ignore[call-overload]
         definition = {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
-    definition = {_text(k): v for k, v in definition.items()}
-    return {"fields": fields, "key_type": _text(definition["key_type"]),
-            "prefixes": sorted(_text(p) for p in definition["prefixes"])}
+    definition = {as_text(k): v for k, v in definition.items()}
+    return {"fields": fields, "key_type": as_text(definition["key_type"]),
+            "prefixes": sorted(as_text(p) for p in definition["prefixes"])}
 
 
 def compare_schema(r: redis.Redis, learner: str, reference: str, what: str) -> None:
@@ -68,7 +64,7 @@ def compare_schema(r: redis.Redis, learner: str, reference: str, what: str) -> N
 
 
 def index_names(r: redis.Redis) -> set[str]:
-    return {_text(n) for n in r.execute_command("FT._LIST")}
+    return {as_text(n) for n in r.execute_command("FT._LIST")}
 
 
 # ------------------------------------------------------------------------------------------ vector_to_bytes
@@ -191,19 +187,19 @@ def test_load_products_writes_every_field_and_exact_vector_bytes(nb, r: redis.Re
         stored = r.hgetall(f"product:{product['id']}")
         if not stored:
             fail(f"The key product:{product['id']} does not exist.", expected="one HASH per product",
-                 got=f"keys like {[_text(k) for k in r.scan(0, match='*', count=5)[1]][:5]}",
+                 got=f"keys like {[as_text(k) for k in r.scan(0, match='*', count=5)[1]][:5]}",
                  hint="Key = prefix + id: `product:42` for the product with id '42'.")
-        fields = {_text(k): v for k, v in stored.items()}
+        fields = {as_text(k): v for k, v in stored.items()}
         missing = sorted({"id", "name", "description", "category", "price", "embedding"} - set(fields))
         if missing:
             fail(f"product:{product['id']} lacks fields {missing}.", got=sorted(fields),
                  hint="Write id, name, description, category, price and embedding.")
         for name in ("id", "name", "description", "category"):
-            if _text(fields[name]) != str(product[name]):
+            if as_text(fields[name]) != str(product[name]):
                 fail(f"product:{product['id']} field `{name}` is wrong.", expected=product[name],
-                     got=_text(fields[name]))
-        if float(_text(fields["price"])) != product["price"]:
-            fail(f"product:{product['id']} has a wrong price.", expected=product["price"], got=_text(fields["price"]))
+                     got=as_text(fields[name]))
+        if float(as_text(fields["price"])) != product["price"]:
+            fail(f"product:{product['id']} has a wrong price.", expected=product["price"], got=as_text(fields["price"]))
         want = np.asarray(vector, dtype="<f4").tobytes()
         if fields["embedding"] != want:
             fail(f"product:{product['id']}'s embedding is not the product's vector as float32 bytes.",

@@ -12,7 +12,7 @@ from redis_workbook import datasets
 from redis_workbook.embeddings import HashingEmbedder
 from redis_workbook.loading import load_hashes
 from redis_workbook.openai_server import OpenAIServer
-from redis_workbook.report import index_report
+from redis_workbook.report import as_text, index_report
 from redis_workbook.schema import IndexSpec, create_index, post_index, vector_field
 
 
@@ -38,10 +38,6 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def test_load_posts_writes_hashes_and_creates_the_index(nb, r: redis.Redis) -> None:
     posts, vectors = shipped_posts()
     what = "load_posts(r, posts, embeddings)"
@@ -55,17 +51,17 @@ def test_load_posts_writes_hashes_and_creates_the_index(nb, r: redis.Redis) -> N
              hint=report_hint(r, "idx:posts", "post:") or "Create idx:posts ON HASH PREFIX 1 post: if it is missing.")
     stored = {}
     for key in r.scan_iter(match="post:*", count=1000):
-        fields = {_text(k): v for k, v in r.hgetall(key).items()}
-        stored[_text(fields.get("url", b""))] = fields
+        fields = {as_text(k): v for k, v in r.hgetall(key).items()}
+        stored[as_text(fields.get("url", b""))] = fields
     for post, vector in zip(posts, vectors):
         fields = stored.get(post["url"])
         if fields is None:
             fail(f"No `post:` hash has the url {post['url']!r}.", expected="one hash per post with a `url` field",
                  got=f"{len(stored)} hashes, urls like {list(stored)[:3]}")
         for name in ("title", "body"):
-            if _text(fields.get(name, b"")) != post[name]:
+            if as_text(fields.get(name, b"")) != post[name]:
                 fail(f"The hash of {post['url']!r} has a wrong `{name}`.", expected=show(post[name], 120),
-                     got=show(_text(fields.get(name, b"")), 120))
+                     got=show(as_text(fields.get(name, b"")), 120))
         if fields.get("embedding") != vector.astype("<f4").tobytes():
             fail(f"The hash of {post['url']!r} does not hold the post's vector as float32 bytes.",
                  expected=f"{vector.size * 4} bytes", got=f"{len(fields.get('embedding', b''))} bytes",

@@ -12,6 +12,7 @@ import re
 import redis
 
 from redis_workbook.errors import RedisUnavailable, SearchModuleMissing
+from redis_workbook.report import as_text
 from redis_workbook.server import EmbeddedRedis
 
 _embedded: EmbeddedRedis | None = None
@@ -45,14 +46,10 @@ def loaded_search_version(r: redis.Redis) -> int | None:
     """The loaded search module's version number, or None (also used by the checks)."""
     for module in r.execute_command("MODULE", "LIST"):
         fields = module if isinstance(module, dict) else dict(zip(module[::2], module[1::2]))
-        fields = {_text(k): v for k, v in fields.items()}
-        if _text(fields.get("name", b"")).lower() in ("search", "ft"):
+        fields = {as_text(k): v for k, v in fields.items()}
+        if as_text(fields.get("name", b"")).lower() in ("search", "ft"):
             return int(fields["ver"])
     return None
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def require_search(r: redis.Redis, where: str) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import redis
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
+    """A reply value as str, whether the client decodes responses or not."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
@@ -19,17 +20,17 @@ def ft_info(r: redis.Redis, name: str) -> dict[str, object]:
 
 def _as_dict(raw: object) -> dict[str, object]:
     if isinstance(raw, dict):
-        return {_text(k): v for k, v in raw.items()}
+        return {as_text(k): v for k, v in raw.items()}
     items = list(raw)  # type: ignore[arg-type]
-    return {_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+    return {as_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
 def _attributes(attribute: object) -> dict[str, object]:
     """One FT.INFO attribute as a lower-case-keyed dict (RESP3 dict or RESP2 flat list)."""
     if isinstance(attribute, dict):
-        return {_text(k).lower(): v for k, v in attribute.items()}
+        return {as_text(k).lower(): v for k, v in attribute.items()}
     tokens = list(attribute)  # type: ignore[arg-type]
-    return {_text(tokens[i]).lower(): tokens[i + 1] for i in range(len(tokens) - 1)
+    return {as_text(tokens[i]).lower(): tokens[i + 1] for i in range(len(tokens) - 1)
             if isinstance(tokens[i], (bytes, str))}
 
 
@@ -38,15 +39,15 @@ def vector_dims(info: dict[str, object]) -> dict[str, int]:
     dims = {}
     for attribute in info.get("attributes", []):  # type: ignore[union-attr]
         attrs = _attributes(attribute)
-        if _text(attrs.get("type", "")).upper() == "VECTOR" and "dim" in attrs:
-            dims[_text(attrs["attribute"])] = int(_text(attrs["dim"]))
+        if as_text(attrs.get("type", "")).upper() == "VECTOR" and "dim" in attrs:
+            dims[as_text(attrs["attribute"])] = int(as_text(attrs["dim"]))
     return dims
 
 
 def last_indexing_error(info: dict[str, object]) -> str:
     errors = _as_dict(info.get("Index Errors", []))
-    message = _text(errors.get("last indexing error", "N/A"))
-    key = _text(errors.get("last indexing error key", "?"))
+    message = as_text(errors.get("last indexing error", "N/A"))
+    key = as_text(errors.get("last indexing error key", "?"))
     return "" if message == "N/A" else f"Redis says: {message!r} (key {key})."
 
 
@@ -80,8 +81,8 @@ def index_report(r: redis.Redis, name: str, prefix: str | None = None) -> IndexR
         report.problems.append(f"There is no index called {name!r}. Create it with FT.CREATE "
                                "(notebook 02) before querying it.")
         return report
-    report = IndexReport(name, int(float(_text(info.get("num_docs", 0)))),
-                         int(float(_text(info.get("hash_indexing_failures", 0)))), vector_dims(info))
+    report = IndexReport(name, int(float(as_text(info.get("num_docs", 0)))),
+                         int(float(as_text(info.get("hash_indexing_failures", 0)))), vector_dims(info))
     prefixes = _prefixes(info)
     if report.failures:
         widths = _sample_widths(r, prefixes[0] if prefixes else prefix, report.dims)
@@ -97,7 +98,7 @@ def index_report(r: redis.Redis, name: str, prefix: str | None = None) -> IndexR
 
 def _prefixes(info: dict[str, object]) -> list[str]:
     definition = _as_dict(info.get("index_definition", []))
-    return [_text(p) for p in definition.get("prefixes", [])]
+    return [as_text(p) for p in definition.get("prefixes", [])]
 
 
 def _sample_widths(r: redis.Redis, prefix: str | None, dims: dict[str, int]) -> str:
@@ -108,7 +109,7 @@ def _sample_widths(r: redis.Redis, prefix: str | None, dims: dict[str, int]) -> 
         for field_name, dim in dims.items():
             blob = r.hget(key, field_name)
             if blob is not None and len(blob) != dim * 4:
-                return (f"For example {_text(key)} has a {field_name!r} of {len(blob)} bytes "
+                return (f"For example {as_text(key)} has a {field_name!r} of {len(blob)} bytes "
                         f"({len(blob) / 4:g} float32 values) where the schema expects DIM {dim} "
                         f"({dim * 4} bytes). Re-embed with a {dim}-dim model or recreate the index "
                         f"with DIM {len(blob) // 4}.")
