@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import redis
+from processes import running, wait_gone
 
 from redis_workbook import connect
 from redis_workbook.connection import loaded_search_version, redact
@@ -70,20 +71,12 @@ def test_server_stops_when_the_python_process_is_killed() -> None:
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     pid = int(parent.stdout.readline())
-    os.kill(pid, 0)  # running while its parent lives
+    assert running(pid)  # while its parent lives
     parent.kill()
     parent.wait()
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        import time
-
-        time.sleep(0.01)
-    else:
+    if left := wait_gone({pid}, timeout=2):
         os.kill(pid, 9)
-        pytest.fail("the embedded redis-server outlived the process that started it")
+        pytest.fail(f"the embedded redis-server outlived the process that started it: {left}")
 
 
 def test_find_server_files_points_at_the_wheels() -> None:
