@@ -90,16 +90,22 @@ class EmbeddedRedis:
     """One private redis-server process. Use as a context manager or call start()/stop()."""
 
     def __init__(self, port: int | None = None, password: str | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
-        self.port = port or free_port()
+                 extra_args: tuple[str, ...] = (), unix_socket: Path | None = None,
+                 parent: Path | None = None) -> None:
+        """`unix_socket`: listen there instead of on TCP. `parent`: where its temp folder goes."""
+        self.unix_socket = unix_socket
+        self.port = 0 if unix_socket is not None else port or free_port()
         self.password = password if password is not None else secrets.token_urlsafe(16)
         self.extra_args = tuple(extra_args)
+        self.parent = parent
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.start_seconds: float | None = None
 
     @property
     def url(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix://:{self.password}@{self.unix_socket}?db=0"
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def command(self, files: ServerFiles) -> list[str]:
@@ -111,6 +117,7 @@ class EmbeddedRedis:
             "--loglevel", "warning", "--logfile", str(self.workdir / "redis.log"),
             "--loadmodule", str(files.search_module),
             "--loadmodule", str(files.json_module),
+            *(["--unixsocket", str(self.unix_socket), "--unixsocketperm", "777"] if self.unix_socket else []),
             *self.extra_args,
         ]
 
@@ -118,7 +125,7 @@ class EmbeddedRedis:
         if self.process is not None:
             return self
         files = find_server_files()
-        self.workdir = Path(tempfile.mkdtemp(prefix="redis-workbook-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="redis-workbook-", dir=self.parent))
         started = time.perf_counter()
         self.process = subprocess.Popen(
             self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -156,6 +163,8 @@ class EmbeddedRedis:
     def client(self, **kwargs: object) -> redis.Redis:
         """A client for this server; binary-safe unless told otherwise."""
         kwargs.setdefault("decode_responses", False)
+        if self.unix_socket is not None:
+            return redis.Redis(unix_socket_path=str(self.unix_socket), password=self.password, **kwargs)
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kwargs)
 
     def alive(self) -> bool:

@@ -14,6 +14,7 @@ import secrets
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -41,6 +42,7 @@ class RedisUnderTest:
     address: tuple[str, int]
     stop: Callable[[], None]
     warnings: list[str] = field(default_factory=list)
+    pid: int | None = None  # the server's process, when the grader started it on this machine
 
     def admin(self, **kwargs: object) -> redis.Redis:
         return redis.Redis.from_url(self.admin_url, **kwargs)  # type: ignore[arg-type]
@@ -57,11 +59,13 @@ class RedisUnderTest:
 
 
 def with_user(url: str, username: str, password: str) -> str:
-    """`url` with other credentials."""
+    """`url` (redis://, rediss:// or unix://) with other credentials."""
     parts = urllib.parse.urlsplit(url)
+    netloc = f"{urllib.parse.quote(username, safe='')}:{urllib.parse.quote(password, safe='')}@"
+    if parts.scheme == "unix":
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     host = parts.hostname or "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{urllib.parse.quote(username, safe='')}:{urllib.parse.quote(password, safe='')}@{host}"
+    netloc += f"[{host}]" if ":" in host else host
     netloc += f":{parts.port}" if parts.port else ""
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path or "/0", parts.query, parts.fragment))
 
@@ -72,8 +76,14 @@ def address_of(url: str) -> tuple[str, int]:
     return ("127.0.0.1" if host in ("localhost", "::1") else host), parts.port or 6379
 
 
-def start(kind: str, url: str | None = None) -> RedisUnderTest:
-    """A fresh Redis of `kind` (or the one at `url`), with its admin and learner users ready."""
+def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None, unix_socket: Path | None = None,
+          folder: Path | None = None) -> RedisUnderTest:
+    """A fresh Redis of `kind` (or the one at `url`), with its admin and learner users ready.
+
+    Servers started here get `maxmemory_mb` (noeviction: a learner who fills Redis gets OOM errors,
+    the grader's FLUSHALL still works). An embedded one may listen on `unix_socket` instead of TCP,
+    with its files below `folder`.
+    """
     if kind not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {kind!r}.")
     if kind == "url":
@@ -84,12 +94,23 @@ def start(kind: str, url: str | None = None) -> RedisUnderTest:
     if kind == "embedded":
         from redis_workbook.server import EmbeddedRedis
 
-        server = EmbeddedRedis().start()
-        return _secure(kind, server.url, stop=server.stop, own=True)
+        server = EmbeddedRedis(unix_socket=unix_socket, parent=folder, extra_args=_memory_args(maxmemory_mb))
+        server.start()
+        under_test = _secure(kind, server.url, stop=server.stop, own=True)
+        under_test.pid = server.process.pid if server.process else None
+        return under_test
     from redis_workbook.containers import RedisContainerProvider  # needs docker and testcontainers
 
     container = RedisContainerProvider().start()
-    return _secure(kind, container.url, stop=container.stop, own=True)
+    under_test = _secure(kind, container.url, stop=container.stop, own=True)
+    if maxmemory_mb:
+        with under_test.admin() as client:
+            client.config_set("maxmemory", f"{maxmemory_mb}mb")
+    return under_test
+
+
+def _memory_args(maxmemory_mb: int | None) -> tuple[str, ...]:
+    return ("--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", "noeviction") if maxmemory_mb else ()
 
 
 def _secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUnderTest:

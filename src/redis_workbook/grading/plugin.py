@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_workbook.grading import backends, points, remote, submission
+from redis_workbook.grading import backends, points, remote, sandbox, submission
 from redis_workbook.grading.results import write_json_atomic
 
 ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
@@ -57,7 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--notebook-timeout", type=float, default=defaults.notebook_timeout,
                     help="seconds for all of the notebook's cells")
     group.addoption("--call-timeout", type=float, default=defaults.call_timeout, help="seconds per call into it")
-    group.addoption("--memory-mb", type=int, default=defaults.limits.memory_mb, help="address space of its process")
+    group.addoption("--memory-mb", type=int, default=defaults.limits.memory_mb,
+                    help="memory of the whole submission (its processes and its own Redis)")
+    group.addoption("--submission-timeout", type=float, default=defaults.budget,
+                    help="seconds the learner's code may take in all (cells and calls together)")
+    group.addoption("--sandbox", choices=sandbox.MODES,
+                    help="root, user (namespaces as an ordinary user) or none; default: the strongest possible")
     group.addoption("--hide", action="append", default=[], metavar="PATH",
                     help="a path the notebook's process must not see (repeatable)")
 
@@ -150,6 +155,7 @@ class Grading:
         self.redis: backends.RedisUnderTest | None = None
         self.notebook_redis: backends.RedisUnderTest | None = None
         self.notebook: remote.Notebook | None = None
+        self.enclosure: remote.Enclosure | None = None
         self._namespace: Any = None
         self.submission: submission.Submission | None = None
         self.assignment: str | None = None
@@ -207,7 +213,7 @@ class Grading:
                 option = self.config.getoption
                 url = option("redis_url") or os.environ.get(ADMIN_URL_ENV)
                 try:
-                    self.redis = backends.start(option("backend"), url)
+                    self.redis = backends.start(option("backend"), url, maxmemory_mb=sandbox.Limits().redis_mb)
                 except Exception as exc:
                     self.infrastructure = f"the Redis under test could not be started: {exc}"
                     raise
@@ -246,15 +252,20 @@ class Grading:
             pytest.fail(self.submission.problem, pytrace=False)
         under_test = self.redis_under_test()
         if self.notebook is None:
-            notebook_url = self._notebook_redis(under_test)
-            settings = remote.Settings(
-                cell_timeout=self.config.getoption("cell_timeout"),
-                notebook_timeout=self.config.getoption("notebook_timeout"),
-                call_timeout=self.config.getoption("call_timeout"))
-            settings.limits.memory_mb = self.config.getoption("memory_mb")
+            option = self.config.getoption
+            settings = remote.Settings(cell_timeout=option("cell_timeout"), notebook_timeout=option("notebook_timeout"),
+                                       call_timeout=option("call_timeout"), budget=option("submission_timeout"),
+                                       sandbox_mode=option("sandbox"))
+            settings.limits.memory_mb = option("memory_mb")
+            try:
+                self.enclosure = remote.Enclosure(settings)
+            except remote.InfrastructureError as exc:
+                self.infrastructure = str(exc)
+                raise
+            notebook_url = self._notebook_redis(under_test, settings.limits, self.enclosure)
             self.notebook = remote.Notebook(self.submission, under_test.learner_url, settings,
                                             hide=self._hidden_paths(), grading_address=under_test.address,
-                                            notebook_redis_url=notebook_url)
+                                            notebook_redis_url=notebook_url, enclosure=self.enclosure)
             self._namespace = remote.RemoteNamespace(self.notebook)
         try:
             self.notebook.prepare_for_test()
@@ -262,17 +273,26 @@ class Grading:
             self.infrastructure = str(exc)
             raise
 
-    def _notebook_redis(self, under_test: backends.RedisUnderTest) -> str:
+    def _notebook_redis(self, under_test: backends.RedisUnderTest, limits: sandbox.Limits,
+                        enclosure: remote.Enclosure) -> str:
         """The notebook's own Redis (its cells' `connect()`), apart from the one the tests use.
 
         As in nbgrader and the self-check, where the tests run on a private server: a function
         that uses the notebook's global client instead of its `r` argument fails the same way.
+        It listens on a Unix socket among the gateway's and lives in the submission's box.
         """
         try:
-            self.notebook_redis = backends.start("embedded")
+            self.notebook_redis = backends.start("embedded", maxmemory_mb=limits.redis_mb,
+                                                 unix_socket=enclosure.sockets / "notebook.sock",
+                                                 folder=enclosure.folder)
         except Exception as exc:  # noqa: BLE001 - e.g. no embedded server on this platform
             self.warnings.append(f"the notebook's cells share the Redis under test (no embedded server: {exc})")
             return under_test.learner_url
+        if self.notebook_redis.pid is not None:
+            try:
+                enclosure.box.add(self.notebook_redis.pid)
+            except OSError as exc:
+                self.warnings.append(f"the notebook's Redis is outside the submission's box ({exc})")
         return self.notebook_redis.learner_url
 
     def _hidden_paths(self) -> list[str]:
@@ -304,6 +324,8 @@ class Grading:
                     server.stop()
             except Exception as exc:  # noqa: BLE001 - stopping must not hide the results
                 self.warnings.append(f"stopping Redis: {exc}")
+        if self.enclosure is not None:
+            self.enclosure.close()
         if path := self.config.getoption("results_json"):
             write_json_atomic(Path(path), self.results())
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,8 @@ import pytest
 import redis
 
 from redis_workbook.grading import sandbox, wire
+from redis_workbook.grading.box import Box
+from redis_workbook.grading.gateway import Gateway
 from redis_workbook.grading.submission import Submission
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -36,15 +41,59 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 @dataclass
 class Settings:
-    """Time and resource limits of one submission's notebook process."""
+    """Time and resource limits of one submission's notebook process.
+
+    `budget` is the learner's time for the whole submission: every cell and every call
+    gets at most what is left of it, so no sum of per-cell or per-call limits can pass it.
+    `sandbox_mode` is one of sandbox.MODES; None means the strongest this machine allows.
+    """
 
     cell_timeout: float = 120.0
     notebook_timeout: float = 600.0
     call_timeout: float = 60.0
+    budget: float = 1800.0
     startup_timeout: float = 60.0
     max_restarts: int = 3
     output_bytes: int = 4096
+    sandbox_mode: str | None = None
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
+
+
+class Enclosure:
+    """What surrounds one submission: a private folder, the gateway's sockets in it, the resource box."""
+
+    def __init__(self, settings: Settings) -> None:
+        mode, why = sandbox.mode()
+        self.mode = settings.sandbox_mode or mode
+        if self.mode != "none" and sandbox.MODES.index(self.mode) < sandbox.MODES.index(mode):
+            raise InfrastructureError(f"the {self.mode} sandbox is not possible here: {why or 'not root'}")
+        self.folder = Path(tempfile.mkdtemp(prefix="redis-workbook-submission-"))  # 0700
+        self.sockets = self.folder / "sockets"  # the only folder of the grader's that the notebook sees
+        self.sockets.mkdir(mode=0o755)
+        os.chmod(self.sockets, 0o755)
+        self.gateway = Gateway(self.sockets) if self.mode != "none" else None
+        limits = settings.limits
+        self.box = Box(limits.memory_mb, limits.processes, limits.cpus)
+        self.warnings = list(self.box.warnings)
+        self.isolation = [self.box.describe(limits.memory_mb, limits.processes, limits.cpus)] if self.box.active \
+            else []
+
+    def reach(self, url: str) -> str:
+        """A Redis URL as the notebook's process must use it: through the gateway when it has no network."""
+        parts = urllib.parse.urlsplit(url)
+        if self.gateway is None or parts.scheme == "unix":
+            return url
+        host = parts.hostname or "127.0.0.1"
+        path = self.gateway.expose(("127.0.0.1" if host in LOOPBACK else host, parts.port or 6379))
+        query = f"db={(parts.path or '/0').strip('/') or 0}"
+        return urllib.parse.urlunsplit(("unix", parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else "",
+                                        path, query, ""))
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+        self.box.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class MissingDefinition(AttributeError):
@@ -182,7 +231,7 @@ def worker_environment(redis_url: str) -> dict[str, str]:
 class WorkerProcess:
     """One running worker: its process group, request channel and output pump."""
 
-    def __init__(self, init: dict, settings: Settings, output: CappedOutput) -> None:
+    def __init__(self, init: dict, settings: Settings, output: CappedOutput, box: Box) -> None:
         self.settings = settings
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
@@ -205,6 +254,11 @@ class WorkerProcess:
         self.stop_pump = threading.Event()
         threading.Thread(target=output.pump, args=(output_r, self.stop_pump), daemon=True).start()
         self.report: dict = {}
+        try:
+            box.add(self.process.pid)  # before it reads its init message: nothing runs outside the box
+        except OSError as exc:
+            self.kill()
+            raise InfrastructureError(f"the notebook process could not join its resource box: {exc}") from None
         try:
             self.channel.send(init, timeout=settings.startup_timeout, alive=self.alive)
             ready = self.channel.receive(timeout=settings.startup_timeout, alive=self.alive)
@@ -276,16 +330,22 @@ class Notebook:
 
     def __init__(self, submission: Submission, redis_url: str, settings: Settings | None = None,
                  hide: list[str] | None = None, grading_address: tuple[str, int] | None = None,
-                 notebook_redis_url: str | None = None) -> None:
+                 notebook_redis_url: str | None = None, enclosure: Enclosure | None = None) -> None:
         """`redis_url`: the Redis under test, for the clients the tests pass in. `notebook_redis_url`: the
-        notebook's own REDIS_URL (`redis_workbook.connect()` in its cells), by default the same server."""
+        notebook's own REDIS_URL (`redis_workbook.connect()` in its cells), by default the same server.
+        `enclosure`: the submission's folder, gateway and box (made here, and closed by close(), if not given)."""
         self.submission = submission
         self.settings = settings or Settings()
+        self.enclosure = enclosure or Enclosure(self.settings)
+        self.owns_enclosure = enclosure is None
+        reach = self.enclosure.reach
         self.output = CappedOutput(self.settings.output_bytes)
-        self.init = {"op": "init", "redis_url": redis_url, "notebook_redis_url": notebook_redis_url or redis_url,
+        self.init = {"op": "init", "redis_url": reach(redis_url),
+                     "notebook_redis_url": reach(notebook_redis_url or redis_url),
                      "notebook_name": submission.name,
                      "notebook_text": submission.text,
-                     "sandbox": {"limits": vars(self.settings.limits), "hide": list(hide or [])}}
+                     "sandbox": {"mode": self.enclosure.mode, "limits": vars(self.settings.limits),
+                                 "hide": list(hide or []), "expose": [str(self.enclosure.sockets)]}}
         self.grading_address = grading_address
         self.worker: WorkerProcess | None = None
         self.generation = 0
@@ -296,6 +356,27 @@ class Notebook:
         self.lost: str | None = None  # set when the worker was lost during the current test
         self.recorders: dict[str, Recorder] = {}
         self.sandbox_report: dict = {}
+        self.deadline: float | None = None  # the end of the submission's time budget, from the first start
+        self.oom_kills = 0
+
+    def time_left(self) -> float:
+        """Seconds left of the submission's time budget (counted from the first worker start)."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.settings.budget
+        return self.deadline - time.monotonic()
+
+    def budget_spent(self) -> str:
+        return (f"your notebook used up the {self.settings.budget:g} s its whole submission may take "
+                "(all cells and checks together)")
+
+    def why_gone(self, gone: WorkerGone) -> str:
+        """How the worker ended; 'ran out of memory' when the box's memory limit killed it."""
+        kills = self.enclosure.box.oom_kills()
+        if kills > self.oom_kills:
+            self.oom_kills = kills
+            return (f"ran out of memory (the submission's limit is {self.settings.limits.memory_mb} MiB for all "
+                    "of its processes)")
+        return gone.description
 
     # ------------------------------------------------------------------ cells
     def start(self) -> None:
@@ -305,9 +386,12 @@ class Notebook:
                 self.not_run = (f"the notebook process was restarted {self.settings.max_restarts} times; "
                                 "the remaining calls cannot run")
                 return
-            self.worker = WorkerProcess(self.init, self.settings, self.output)
+            self.time_left()  # the budget starts with the first worker
+            self.worker = WorkerProcess(self.init, self.settings, self.output, self.enclosure.box)
             self.generation += 1
-            self.sandbox_report = self.worker.report
+            report = self.worker.report
+            self.sandbox_report = {**report, "isolation": [*report.get("isolation", []), *self.enclosure.isolation],
+                                   "warnings": [*report.get("warnings", []), *self.enclosure.warnings]}
             if not self._run_cells():
                 self.worker = None
                 self.restarts += 1
@@ -325,11 +409,14 @@ class Notebook:
                 self.not_run = (f"cells from cell {index + 1} on did not run: the notebook used up its "
                                 f"{self.settings.notebook_timeout:g} s time limit")
                 return True
-            timeout = min(self.settings.cell_timeout, left)
+            if self.time_left() <= 0:
+                self.not_run = f"cells from cell {index + 1} on did not run: {self.budget_spent()}"
+                return True
+            timeout = min(self.settings.cell_timeout, left, self.time_left())
             try:
                 reply = self.worker.request({"op": "run_cell", "index": index, "source": source}, timeout)
             except WorkerGone as gone:
-                self._skip(index, source, f"it {gone.description}")
+                self._skip(index, source, f"it {self.why_gone(gone)}")
                 return False
             error = reply.get("ok", {}).get("error") if isinstance(reply.get("ok"), dict) else None
             if isinstance(error, dict) and error.get("type") == "MemoryError":
@@ -364,6 +451,8 @@ class Notebook:
         if self.worker is not None:
             self.worker.kill()
             self.worker = None
+        if self.owns_enclosure:
+            self.enclosure.close()
 
     # ------------------------------------------------------------------ requests
     def request(self, message: dict, what: str, result_name: str | None = None) -> Any:
@@ -372,16 +461,21 @@ class Notebook:
         if self.worker is None:
             pytest.fail(f"`{what}` cannot run: {self.not_run or 'the notebook process is not running'}.",
                         pytrace=False)
-        timeout = self.settings.call_timeout
+        if self.time_left() <= 0:
+            pytest.fail(f"`{what}` cannot run: {self.budget_spent()}.", pytrace=False)
+        timeout = min(self.settings.call_timeout, self.time_left())
         try:
             reply = self.worker.request(message, timeout)
         except WorkerGone as gone:
             self.worker = None
             self.restarts += 1
-            if "timed out" in gone.description:
-                text = f"`{what}` did not finish: it {gone.description} (the time limit per call). An endless loop?"
+            description = self.why_gone(gone)
+            if "timed out" in description and self.time_left() <= 0:
+                text = f"`{what}` did not finish: {self.budget_spent()}."
+            elif "timed out" in description:
+                text = f"`{what}` did not finish: it {description} (the time limit per call). An endless loop?"
             else:
-                text = f"`{what}` {gone.description}."
+                text = f"`{what}` {description}."
             self.lost = f"the notebook process was stopped earlier in this test ({text})"
             pytest.fail(text, pytrace=False)
         self._sync_recorders(reply.get("recorders"))
@@ -389,6 +483,10 @@ class Notebook:
             raise rebuild_exception(reply["raised"])
         if "missing" in reply:
             return MISSING
+        if "imported" in reply:
+            pytest.fail(f"`{what}` comes from {str(reply['imported'])[:100]}, not from your notebook: the grader "
+                        f"counts only code you write. Define `{what}` yourself in a cell of the notebook.",
+                        pytrace=False)
         if "ok" not in reply:
             pytest.fail(f"`{what}`: {str(reply.get('error', 'no answer'))[:2000]}", pytrace=False)
         try:
@@ -440,17 +538,27 @@ class Notebook:
         marker = _embedder_marker(value) or _openai_marker(value)
         if marker is None:
             raise TypeError(f"the grader cannot pass a {type(value).__name__} to the notebook process")
+        if marker.get("base_url") and self.enclosure.gateway is not None:
+            url = urllib.parse.urlsplit(marker["base_url"])
+            host = "127.0.0.1" if url.hostname in LOOPBACK else str(url.hostname)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            marker["socket"] = self.enclosure.gateway.expose((host, port))
         return marker
 
     def _redis_marker(self, client: redis.Redis) -> dict:
+        """The worker rebuilds the client: on the gateway's socket, as the learner user on the Redis under test."""
         kw = client.connection_pool.connection_kwargs
         host = "127.0.0.1" if kw.get("host") in LOOPBACK else kw.get("host")
         options = {"decode_responses": bool(kw.get("decode_responses")), "protocol": kw.get("protocol")}
         if self.grading_address is not None and (host, kw.get("port")) == self.grading_address:
             return {wire.TAG: "redis", "grading": True, **options}
-        fields = ("host", "port", "db", "username", "password", "path")
-        return {wire.TAG: "redis", **{("unix_socket_path" if k == "path" else k): kw.get(k) for k in fields},
-                **options}
+        fields = {k: kw.get(k) for k in ("host", "port", "db", "username", "password")}
+        fields["unix_socket_path"] = kw.get("path")
+        if not fields["unix_socket_path"] and self.enclosure.gateway is not None:
+            fields["unix_socket_path"] = self.enclosure.gateway.expose((str(host), int(kw.get("port") or 6379)))
+        if fields["unix_socket_path"]:
+            fields.update(host=None, port=None)
+        return {wire.TAG: "redis", **fields, **options}
 
 
 MISSING = object()

@@ -1,35 +1,36 @@
 """The worker's sandbox, entered before any learner code runs.
 
-Always: resource limits (address space, CPU seconds, file size, processes, no core
-files) and a fresh working folder holding only a copy of the notebook.
+Three modes, chosen by the grader (`mode()` says which this machine allows):
 
-When the grader runs as root on Linux, also:
+- "root" (the grader runs as root on Linux): new mount, PID, network and IPC
+  namespaces, then an unprivileged uid of its own (UID_BASE + the worker's pid:
+  RLIMIT_NPROC counts per uid, so it bounds this worker alone, and no two
+  learners can signal each other), group nogroup, no supplementary groups.
+- "user" (an ordinary user: a Codespace, a JupyterHub instructor): the same
+  namespaces inside a new user namespace (Debian 12 and most distributions allow
+  them), then every capability dropped. Learner code keeps the instructor's uid
+  outside, but sees and can write nothing of theirs.
+- "none" (`--unsafe-no-sandbox`, or the learner's own `check`): limits and a
+  fresh working folder only; `warnings` say what is not contained.
 
-- new mount and PID namespaces: the worker becomes process 1 of its own PID
-  namespace, so when it dies the kernel kills every process the learner started,
-  and a fresh /proc shows only those (not the grader's command lines, not the
-  Redis password);
-- private, size-capped tmpfs on /tmp, /var/tmp and /dev/shm;
-- the grader's secrets (grader/, solutions/, .git/, private tests, the class's
-  submissions and results) covered by empty read-only tmpfs mounts; folders the
-  unprivileged user could not enter anyway (e.g. /root) are covered too, and
-  the Python installation is mounted back inside them (open_tree/move_mount);
-- an unprivileged user: uid UID_BASE + the worker's pid (a uid of its own, so
-  RLIMIT_NPROC, which counts per uid, bounds this worker alone and no two
-  learners can signal each other), group nogroup, no supplementary groups,
-  no_new_privs.
-
-Where the kernel refuses (no root, no namespaces) the sandbox keeps what it can
-and says what it could not do in `warnings`.
+In "root" and "user" mode the learner sees an allow-list, not the host: a new root
+(tmpfs, read-only) holding read-only binds of the system folders (/usr, /etc,
+/lib*, /bin, /sbin, /sys), the Python installation and venv, the package, the
+folder with the Unix sockets of the servers the grader exposes, a minimal /dev,
+a fresh /proc, and size-capped private tmpfs on /tmp, /var/tmp and /dev/shm. The
+network namespace has only `lo`: the grader's servers are reached through those
+sockets (see gateway.py), nothing else is. The worker becomes process 1 of its PID
+namespace, so when it dies the kernel kills everything the learner started; the
+tmpfs, the IPC objects and the network namespace go with it. Then no_new_privs.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import resource
 import signal
-import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -37,32 +38,48 @@ from pathlib import Path
 
 UID_BASE = 2_000_000_000
 NOGROUP = 65534
-CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MODES = ("root", "user", "none")
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
-SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # same number on every architecture (added in Linux 5.2)
-OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, -100, 4
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+MNT_DETACH, AT_FDCWD, AT_RECURSIVE = 2, -100, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = 1, 2
+SYS_MOUNT_SETATTR = 442  # one number on every architecture (Linux 5.12)
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
+PR_CAP_AMBIENT_CLEAR_ALL, CAPABILITY_VERSION_3 = 4, 0x20080522
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
+DEVICES = ("null", "zero", "full", "random", "urandom")
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
-NEVER_HIDDEN = ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/dev", "/proc", "/sys", "/var", "/run")
+OLD_ROOT = "/.old-root"
 
 
 @dataclass
 class Limits:
-    """What one notebook process may use. Memory is address space, so it bounds a memory bomb early."""
+    """What one submission may use.
+
+    `memory_mb` and `processes` bound the whole submission (its processes and its own Redis)
+    where a cgroup can be made (box.py), and each process (address space) and the uid
+    (RLIMIT_NPROC) everywhere. `redis_mb` is the `maxmemory` of every Redis it reaches.
+    """
 
     memory_mb: int = 2048
     cpu_seconds: int = 3600
     file_mb: int = 64
     processes: int = 128
+    open_files: int = 1024
     tmp_mb: int = 256
+    redis_mb: int = 256
+    cpus: float = 1.0
 
 
 @dataclass
 class Report:
     """What the sandbox did, for the grader's log and the learner's feedback."""
 
+    mode: str = "none"
     workdir: str = ""
     cleanup: str = ""  # a folder the grader removes after the worker is gone ("" when it lives in a tmpfs)
     isolation: list[str] = field(default_factory=list)
@@ -90,33 +107,65 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+# ---------------------------------------------------------------------------------------------- the grader's side
+def mode() -> tuple[str, str]:
+    """The strongest mode this machine allows, and why when it is "none"."""
+    if not sys.platform.startswith("linux"):
+        return "none", f"namespaces need Linux (this is {platform.system()})"
+    if platform.machine() not in SYS_PIVOT_ROOT:
+        return "none", f"the sandbox knows no pivot_root on {platform.machine()}"
+    if os.geteuid() == 0:
+        return "root", ""
+    pid = os.fork()
+    if pid == 0:  # try it in a throwaway child: unshare changes the caller for good
+        os._exit(0 if _libc.unshare(CLONE_NEWUSER | NAMESPACES) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return "user", ""
+    return "none", ("this kernel does not let an ordinary user create user namespaces "
+                    "(see /proc/sys/kernel/unprivileged_userns_clone or /proc/sys/user/max_user_namespaces)")
+
+
+# ---------------------------------------------------------------------------------------------- the worker's side
 def enter(settings: dict, notebook_name: str, notebook_text: str) -> Report:
-    """Confine this process; returns what was done. May fork: the caller continues in the child."""
+    """Confine this process; returns what was done. Forks: the caller continues in the child."""
     limits = Limits(**settings.get("limits", {}))
-    hide = [p for p in (os.path.realpath(p) for p in settings.get("hide", [])) if p not in NEVER_HIDDEN]
-    report = Report()
-    uid = None
-    private_tmp = False
-    if sys.platform.startswith("linux") and os.geteuid() == 0:
-        uid = UID_BASE + os.getpid()
-        try:
-            _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
-        except OSError as exc:
-            report.warnings.append(f"the kernel refused new mount/PID namespaces ({exc}): learner code can see "
-                                   "the machine's processes and every file its user may read")
-        else:
-            _become_namespace_init()
-            private_tmp = _private_filesystem(hide, limits, report)
-    elif hide:
-        report.warnings.append(f"not running as root: learner code runs as uid {os.getuid()} and can read every "
-                               "file that user can read, including the grader's tests; grade as root (e.g. in a "
-                               "container) for the full sandbox")
-    _make_workdir(report, private_tmp, uid, notebook_name, notebook_text)
-    _set_limits(limits, fresh_uid=uid is not None, report=report)
-    if uid is not None:
-        _drop_privileges(uid, report)
+    report = Report(mode=settings.get("mode", "none"))
+    if report.mode not in MODES:
+        raise ValueError(f"sandbox mode must be one of {MODES}, got {report.mode!r}")
+    uid = UID_BASE + os.getpid() if report.mode == "root" else None
+    if report.mode != "none":
+        threads = len(os.listdir("/proc/self/task"))
+        if threads != 1:
+            raise RuntimeError(f"the worker must be single-threaded to enter its namespaces ({threads} threads)")
+        outside = (os.getuid(), os.getgid())
+        _check(_libc.unshare(NAMESPACES | (CLONE_NEWUSER if report.mode == "user" else 0)), "unshare")
+        if report.mode == "user":
+            _map_ids(*outside)
+        _become_namespace_init()
+        _private_root(settings, limits, report)
+        _loopback_up()
+        report.isolation.append("own mount, PID, network (loopback only) and IPC namespaces; a read-only "
+                                "allow-list of the filesystem; private /tmp; fresh /proc")
+    else:
+        report.warnings.append("no sandbox: learner code runs as the grader's user, can read and write whatever "
+                               "that user can and reach the network")
+    _make_workdir(report, uid, notebook_name, notebook_text)
+    _set_limits(limits, fresh_uid=report.mode != "none", report=report)
+    if report.mode != "none":
+        _drop_capabilities(uid, report)
+    if report.mode != "none":
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    die_with_parent()
     os.chdir(report.workdir)
     return report
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """Be the same uid and gid inside the new user namespace (the only mapping an ordinary user may write)."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as handle:
+            handle.write(text)
 
 
 def _become_namespace_init() -> None:
@@ -140,7 +189,7 @@ def _become_namespace_init() -> None:
 
 
 def needed_paths() -> list[str]:
-    """The folders Python needs after the privilege drop: the installation, the venv, sys.path."""
+    """The folders Python needs: the installation, the venv, sys.path."""
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)), *[p for p in sys.path if p and os.path.isdir(p)]}
     return _outermost(os.path.realpath(p) for p in found)
@@ -158,76 +207,103 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _blocking_ancestor(path: str) -> str | None:
-    """The first folder above `path` that others may not enter (e.g. /root, mode 0700)."""
-    parts = Path(path).parts
-    for depth in range(1, len(parts)):
-        folder = str(Path(*parts[:depth]))
-        if not os.stat(folder).st_mode & stat.S_IXOTH:
-            return folder
-    return None
-
-
-def _private_filesystem(hide: list[str], limits: Limits, report: Report) -> bool:
-    """Mounts of this namespace: tmpfs on the temp folders and over secrets, Python mounted back, /proc."""
+def _private_root(settings: dict, limits: Limits, report: Report) -> None:
+    """Pivot into a fresh tmpfs root, bind the allow-list into it read-only, then drop the old root."""
+    allow = _outermost([*needed_paths(), *(p for p in settings.get("expose", []) if p)])
+    hide = [os.path.realpath(p) for p in settings.get("hide", [])]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    needed = needed_paths()
-    covers = {p: f"size={limits.tmp_mb}m,mode=1777" for p in PRIVATE_TMP if os.path.isdir(p)}
-    for path in needed:
-        if (blocker := _blocking_ancestor(path)) is not None:
-            covers.setdefault(blocker, "size=1m,mode=0755")
-    for path in hide:
-        if any(_inside(n, path) for n in needed) and os.path.isdir(path):
-            covers.setdefault(path, "size=1m,mode=0755")
-    clones = {}
-    for path in needed:
-        if any(_inside(path, c) for c in covers):
-            try:
-                clones[path] = _check(_libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(),
-                                                    OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC), "open_tree")
-            except OSError as exc:
-                report.warnings.append(f"cannot mount {path} back under a private mount ({exc})")
-    stranded = [n for n in needed if n not in clones and any(_inside(n, c) for c in covers)]
-    hidden = []
-    for path in sorted(covers, key=lambda p: p.count("/")):
-        if any(_inside(n, path) for n in stranded):
-            report.warnings.append(f"left {path} uncovered: Python lives below it")
-        elif os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, covers[path])
-            hidden += [path] if path in hide else []
-    for path, fd in clones.items():
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _check(_libc.syscall(SYS_MOVE_MOUNT, fd, b"", AT_FDCWD, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
-        os.close(fd)
-    for path in hide:
-        if path in covers or not os.path.exists(path):
-            continue  # covered above, or gone under a cover
-        if any(_inside(n, path) for n in needed):
-            report.warnings.append(f"cannot hide {path}: Python itself lives there")
-            continue
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
-        else:
-            _mount("/dev/null", path, None, MS_BIND)
-        hidden.append(path)
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    report.isolation.append("own mount and PID namespaces, private /tmp, fresh /proc")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
+    os.mkdir("/tmp" + OLD_ROOT)
+    _check(_libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b"/tmp", ("/tmp" + OLD_ROOT).encode()), "pivot_root")
+    os.chdir("/")
+    for path in SYSTEM:
+        _bind(path, report)
+    for path in PRIVATE_TMP:
+        os.makedirs(path, exist_ok=True)
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits.tmp_mb}m,mode=1777")
+    os.chmod("/dev", 0o755)
+    for name in DEVICES:
+        Path(f"/dev/{name}").touch()
+        _mount(f"{OLD_ROOT}/dev/{name}", f"/dev/{name}", None, MS_BIND)
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{number}", f"/dev/{name}")
+    os.symlink("/proc/self/fd", "/dev/fd")
+    for path in allow:  # Python, the venv, the package, the sockets: binds inside the private /tmp work too
+        _bind(path, report)
+    os.makedirs("/proc", exist_ok=True)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # while the old /proc is still visible
+    hidden = [path for path in hide if any(_inside(path, a) for a in allow) and _cover(path)]
+    _check(_libc.umount2(OLD_ROOT.encode(), MNT_DETACH), "umount the old root")
+    os.rmdir(OLD_ROOT)
+    _read_only("/", recursive=False)
     if hidden:
         report.isolation.append("hidden: " + ", ".join(sorted(hidden)))
-    return "/tmp" in covers
 
 
-def _make_workdir(report: Report, private_tmp: bool, uid: int | None, name: str, text: str) -> None:
+def _bind(path: str, report: Report) -> None:
+    """Bind OLD_ROOT/path at path, read-only; a symlink (e.g. /lib -> usr/lib) is copied as a symlink."""
+    source = OLD_ROOT + path
+    if os.path.islink(source):
+        if not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(os.readlink(source), path)
+        return
+    if not os.path.exists(source):
+        return
+    if os.path.isdir(source):
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).touch()
+    try:
+        _mount(source, path, None, MS_BIND | MS_REC)
+        _read_only(path, recursive=True)
+    except OSError as exc:
+        report.warnings.append(f"could not show {path} to the notebook read-only ({exc})")
+
+
+def _read_only(path: str, recursive: bool) -> None:
+    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    if _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), 32) == 0:
+        return
+    # Before Linux 5.12: the top mount only.
+    _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | (MS_NODEV if path == "/" else 0))
+
+
+def _cover(path: str) -> bool:
+    """Hide a secret that lies inside an allowed folder: an empty read-only tmpfs, or /dev/null for a file."""
+    if os.path.isdir(path):
+        _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+        return True
+    if os.path.exists(path):
+        _mount("/dev/null", path, None, MS_BIND)
+        return True
+    return False
+
+
+def _loopback_up() -> None:
+    """`lo` up in the new network namespace: the learner's own servers may listen there, reaching nothing else."""
+    import fcntl
+    import socket
+    import struct
+
+    iff_up, iff_loopback, iff_running, siocsifflags = 0x1, 0x8, 0x40, 0x8914
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", iff_up | iff_loopback | iff_running))
+
+
+def _make_workdir(report: Report, uid: int | None, name: str, text: str) -> None:
     """A fresh folder holding only the notebook, plus home and temp folders for the learner's code."""
-    base = "/tmp" if private_tmp else tempfile.mkdtemp(prefix="redis-workbook-worker-")
-    report.cleanup = "" if private_tmp else base
+    base = "/tmp" if report.mode != "none" else tempfile.mkdtemp(prefix="redis-workbook-worker-")
+    report.cleanup = "" if report.mode != "none" else base
     folders = {sub: os.path.join(base, sub) for sub in ("work", "home", "tmp")}
     for folder in folders.values():
         os.makedirs(folder, mode=0o700, exist_ok=True)
     notebook = Path(folders["work"]) / os.path.basename(name)
     notebook.write_text(text, encoding="utf-8")
     if uid is not None:
-        for path in [*([] if private_tmp else [base]), *folders.values(), str(notebook)]:
+        for path in [*folders.values(), str(notebook)]:
             os.chown(path, uid, NOGROUP)
     report.workdir = folders["work"]
     os.environ.update({
@@ -239,6 +315,7 @@ def _make_workdir(report: Report, private_tmp: bool, uid: int | None, name: str,
 
 
 def _set_limits(limits: Limits, fresh_uid: bool, report: Report) -> None:
+    """rlimits for every process; in a namespace RLIMIT_NPROC counts only this worker's processes."""
     processes = limits.processes if fresh_uid else limits.processes + _tasks_of(os.getuid())
     wanted = {
         resource.RLIMIT_AS: limits.memory_mb * 1024 * 1024,
@@ -246,6 +323,7 @@ def _set_limits(limits: Limits, fresh_uid: bool, report: Report) -> None:
         resource.RLIMIT_FSIZE: limits.file_mb * 1024 * 1024,
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_NPROC: processes,
+        resource.RLIMIT_NOFILE: limits.open_files,
     }
     for kind, value in wanted.items():
         _, hard = resource.getrlimit(kind)
@@ -255,8 +333,9 @@ def _set_limits(limits: Limits, fresh_uid: bool, report: Report) -> None:
             resource.setrlimit(kind, (value, value))
         except (ValueError, OSError) as exc:
             report.warnings.append(f"could not set resource limit {kind}: {exc}")
-    report.isolation.append(f"limits: {limits.memory_mb} MiB memory, {limits.cpu_seconds} s CPU, "
-                            f"{limits.file_mb} MiB per file, {processes} processes")
+    report.isolation.append(f"per process: {limits.memory_mb} MiB memory, {limits.cpu_seconds} s CPU, "
+                            f"{limits.file_mb} MiB per file, {limits.open_files} open files; "
+                            f"{processes} processes")
 
 
 def _tasks_of(uid: int) -> int:
@@ -273,18 +352,26 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def _drop_privileges(uid: int, report: Report) -> None:
-    blocked = [p for p in needed_paths() if _blocking_ancestor(p)]
-    if blocked:
-        report.warnings.append(f"learner code keeps running as root: an unprivileged user could not reach Python in "
-                               f"{', '.join(blocked)}")
+def _drop_capabilities(uid: int | None, report: Report) -> None:
+    """No capability left, none to regain: the learner cannot remount, unmount, trace or change ids.
+
+    As root: a uid of its own, gid nogroup. In a user namespace: the same uid, capabilities cleared.
+    """
+    for cap in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            break  # past the last capability this kernel knows
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(NOGROUP)
+        os.setuid(uid)  # clears every capability
+        report.isolation.append(f"runs as uid {uid}, gid {NOGROUP}, no capabilities, no_new_privs")
         return
-    os.setgroups([])
-    os.setgid(NOGROUP)
-    os.setuid(uid)
-    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    die_with_parent()
-    report.isolation.append(f"runs as uid {uid}, gid {NOGROUP}, no_new_privs")
+    header = (ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(_libc.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+    report.isolation.append(f"runs as the grader's uid {os.getuid()} in its own user namespace, no capabilities, "
+                            "no_new_privs")
 
 
 def as_dict(report: Report) -> dict:
