@@ -38,7 +38,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis_workbook.grading import backends, points, remote
+from redis_workbook.grading import backends, points, remote, sandbox
+from redis_workbook.grading.enclosure import reap_when_gone, stop_reaper
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
@@ -53,6 +54,7 @@ from redis_workbook.grading.results import (
 
 PRIVATE_PREFIX = "redis-workbook-grade-"
 LOG_TAIL = 3000
+GRACE_S = 120.0  # the grader's own work per submission (servers, checks) on top of the learner's time budget
 
 
 @dataclass
@@ -90,8 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per call into a notebook")
     parser.add_argument("--memory-mb", type=int, default=defaults.limits.memory_mb,
                         help="memory (address space) of a notebook's process")
-    parser.add_argument("--submission-timeout", type=float, default=3600.0,
-                        help="seconds one submission's grading may take in all")
+    parser.add_argument("--submission-timeout", type=float, default=defaults.budget,
+                        help="seconds the learner's code of one submission may take in all, cells and calls "
+                             "together (the grader's own work gets a fixed grace on top)")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="grade even where no sandbox is possible: learner code then runs as you, with your "
+                             "files and network (only for code you trust)")
     parser.add_argument("--hide", action="append", default=[], metavar="PATH",
                         help="another path learner code must not see (repeatable)")
 
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         grader = points.grader_dir()
         submitted, out, extra = _check_args(args)
+        args.sandbox = _sandbox_mode(args)
     except (UsageProblem, points.GraderNotFound) as exc:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
@@ -145,6 +152,16 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     return submitted, out, extra
 
 
+def _sandbox_mode(args: argparse.Namespace) -> str:
+    """The sandbox learner code will run in; refuses to grade without one unless told it is unsafe."""
+    mode, why = sandbox.mode()
+    if mode == "none" and not args.unsafe_no_sandbox:
+        raise UsageProblem(f"no sandbox is possible here ({why}), so learner code would run as you, with your "
+                           "files and network. Grade as root (e.g. in a container) or where user namespaces are "
+                           "allowed, or pass --unsafe-no-sandbox to grade code you trust anyway.")
+    return "none" if args.unsafe_no_sandbox else mode
+
+
 def discover(submitted: Path, out: Path) -> list[Job]:
     """Every <student>/<assignment>/ folder, sorted; the notebook is <assignment>.ipynb or the only .ipynb."""
     jobs = []
@@ -165,6 +182,7 @@ class Suite:
         _remove_stale_copies()
         self.root = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX))  # mode 0700: only the grader's user reads it
         (self.root / "owner.pid").write_text(str(os.getpid()))
+        self.reaper = reap_when_gone(self.root)  # even a grade that is killed leaves no copy behind
         self.tests = self._copy(grader, self.root / "tests")
         self.extra = self._copy(extra, self.tests / "extra") if extra else None
         (self.tests / "pytest.ini").write_text("[pytest]\n")
@@ -223,6 +241,7 @@ class Suite:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        stop_reaper(self.reaper)
 
 
 def _remove_stale_copies() -> None:
@@ -360,8 +379,10 @@ class ClassRun:
                        *self.suite.pytest_options(), "--submission", str(job.notebook), "--backend", args.backend,
                        "--results-json", str(results_json), "--cell-timeout", str(args.cell_timeout),
                        "--notebook-timeout", str(args.notebook_timeout), "--call-timeout", str(args.call_timeout),
-                       "--memory-mb", str(args.memory_mb), *[f"--hide={p}" for p in self.hide]]
-            env = {**os.environ, PARENT_ENV: str(os.getpid()), points.GRADER_ENV: str(self.suite.tests)}
+                       "--memory-mb", str(args.memory_mb), "--submission-timeout", str(args.submission_timeout),
+                       "--sandbox", args.sandbox, *[f"--hide={p}" for p in self.hide]]
+            env = {**os.environ, PARENT_ENV: str(os.getpid()), points.GRADER_ENV: str(self.suite.tests),
+                   "TMPDIR": work}  # the submission's servers and sockets live in the run's private folder
             if args.redis_url:
                 env[ADMIN_URL_ENV] = args.redis_url  # in the environment, not on a command line others can read
             with open(Path(work) / "pytest.log", "wb+") as log:
@@ -372,10 +393,10 @@ class ClassRun:
                 except KeyboardInterrupt:
                     return None, "interrupted"
                 try:
-                    process.wait(timeout=args.submission_timeout)
+                    process.wait(timeout=args.submission_timeout + GRACE_S)
                 except subprocess.TimeoutExpired:
                     stop_group(process)
-                    return None, f"grading took longer than {args.submission_timeout:g} s"
+                    return None, f"grading took longer than {args.submission_timeout + GRACE_S:g} s"
                 finally:
                     self.running.done(process)
                 if results_json.exists():

@@ -29,6 +29,7 @@ import pytest
 import redis
 
 from redis_workbook.grading import backends, points, remote, sandbox, submission
+from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
 from redis_workbook.grading.results import write_json_atomic
 
 ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
@@ -155,7 +156,7 @@ class Grading:
         self.redis: backends.RedisUnderTest | None = None
         self.notebook_redis: backends.RedisUnderTest | None = None
         self.notebook: remote.Notebook | None = None
-        self.enclosure: remote.Enclosure | None = None
+        self.enclosure: Enclosure | None = None
         self._namespace: Any = None
         self.submission: submission.Submission | None = None
         self.assignment: str | None = None
@@ -258,8 +259,8 @@ class Grading:
                                        sandbox_mode=option("sandbox"))
             settings.limits.memory_mb = option("memory_mb")
             try:
-                self.enclosure = remote.Enclosure(settings)
-            except remote.InfrastructureError as exc:
+                self.enclosure = Enclosure(settings.limits, settings.sandbox_mode)
+            except SandboxUnavailable as exc:
                 self.infrastructure = str(exc)
                 raise
             notebook_url = self._notebook_redis(under_test, settings.limits, self.enclosure)
@@ -274,7 +275,7 @@ class Grading:
             raise
 
     def _notebook_redis(self, under_test: backends.RedisUnderTest, limits: sandbox.Limits,
-                        enclosure: remote.Enclosure) -> str:
+                        enclosure: Enclosure) -> str:
         """The notebook's own Redis (its cells' `connect()`), apart from the one the tests use.
 
         As in nbgrader and the self-check, where the tests run on a private server: a function

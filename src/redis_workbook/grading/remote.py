@@ -15,11 +15,9 @@ from __future__ import annotations
 import builtins
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -33,10 +31,8 @@ import redis
 
 from redis_workbook.grading import sandbox, wire
 from redis_workbook.grading.box import Box
-from redis_workbook.grading.gateway import Gateway
+from redis_workbook.grading.enclosure import LOOPBACK, Enclosure, SandboxUnavailable
 from redis_workbook.grading.submission import Submission
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass
@@ -57,43 +53,6 @@ class Settings:
     output_bytes: int = 4096
     sandbox_mode: str | None = None
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
-
-
-class Enclosure:
-    """What surrounds one submission: a private folder, the gateway's sockets in it, the resource box."""
-
-    def __init__(self, settings: Settings) -> None:
-        mode, why = sandbox.mode()
-        self.mode = settings.sandbox_mode or mode
-        if self.mode != "none" and sandbox.MODES.index(self.mode) < sandbox.MODES.index(mode):
-            raise InfrastructureError(f"the {self.mode} sandbox is not possible here: {why or 'not root'}")
-        self.folder = Path(tempfile.mkdtemp(prefix="redis-workbook-submission-"))  # 0700
-        self.sockets = self.folder / "sockets"  # the only folder of the grader's that the notebook sees
-        self.sockets.mkdir(mode=0o755)
-        os.chmod(self.sockets, 0o755)
-        self.gateway = Gateway(self.sockets) if self.mode != "none" else None
-        limits = settings.limits
-        self.box = Box(limits.memory_mb, limits.processes, limits.cpus)
-        self.warnings = list(self.box.warnings)
-        self.isolation = [self.box.describe(limits.memory_mb, limits.processes, limits.cpus)] if self.box.active \
-            else []
-
-    def reach(self, url: str) -> str:
-        """A Redis URL as the notebook's process must use it: through the gateway when it has no network."""
-        parts = urllib.parse.urlsplit(url)
-        if self.gateway is None or parts.scheme == "unix":
-            return url
-        host = parts.hostname or "127.0.0.1"
-        path = self.gateway.expose(("127.0.0.1" if host in LOOPBACK else host, parts.port or 6379))
-        query = f"db={(parts.path or '/0').strip('/') or 0}"
-        return urllib.parse.urlunsplit(("unix", parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else "",
-                                        path, query, ""))
-
-    def close(self) -> None:
-        if self.gateway is not None:
-            self.gateway.close()
-        self.box.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class MissingDefinition(AttributeError):
@@ -336,7 +295,12 @@ class Notebook:
         `enclosure`: the submission's folder, gateway and box (made here, and closed by close(), if not given)."""
         self.submission = submission
         self.settings = settings or Settings()
-        self.enclosure = enclosure or Enclosure(self.settings)
+        if enclosure is None:
+            try:
+                enclosure = Enclosure(self.settings.limits, self.settings.sandbox_mode)
+            except SandboxUnavailable as exc:
+                raise InfrastructureError(str(exc)) from None
+        self.enclosure = enclosure
         self.owns_enclosure = enclosure is None
         reach = self.enclosure.reach
         self.output = CappedOutput(self.settings.output_bytes)
@@ -374,8 +338,8 @@ class Notebook:
         kills = self.enclosure.box.oom_kills()
         if kills > self.oom_kills:
             self.oom_kills = kills
-            return (f"ran out of memory (the submission's limit is {self.settings.limits.memory_mb} MiB for all "
-                    "of its processes)")
+            return (f"ran out of memory (the submission's limit is {self.settings.limits.box_mb} MiB for all "
+                    "of its processes together)")
         return gone.description
 
     # ------------------------------------------------------------------ cells

@@ -60,9 +60,10 @@ OLD_ROOT = "/.old-root"
 class Limits:
     """What one submission may use.
 
-    `memory_mb` and `processes` bound the whole submission (its processes and its own Redis)
-    where a cgroup can be made (box.py), and each process (address space) and the uid
-    (RLIMIT_NPROC) everywhere. `redis_mb` is the `maxmemory` of every Redis it reaches.
+    `memory_mb` is each process's address space (a single memory bomb gets a MemoryError);
+    `redis_mb` the `maxmemory` of every Redis it reaches. Where a cgroup can be made (box.py),
+    all of its processes and its own Redis together get `box_mb` and `processes`; elsewhere
+    RLIMIT_NPROC bounds its processes.
     """
 
     memory_mb: int = 2048
@@ -73,6 +74,11 @@ class Limits:
     tmp_mb: int = 256
     redis_mb: int = 256
     cpus: float = 1.0
+
+    @property
+    def box_mb(self) -> int:
+        """The whole submission: one process at its limit, its Redis full, and room for page cache."""
+        return self.memory_mb + self.redis_mb + 256
 
 
 @dataclass
