@@ -8,6 +8,7 @@ and an approximate HNSW index could legitimately differ from them.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,8 +54,8 @@ def embedder() -> HashingEmbedder:
 
 @pytest.fixture
 def chat_server() -> Iterator[OpenAIServer]:
-    """A local OpenAI-compatible server that records every prompt it gets."""
-    with OpenAIServer() as server:
+    """A local OpenAI-compatible server that records every prompt it gets; its key is this test's own."""
+    with OpenAIServer(api_key=f"sk-{secrets.token_urlsafe(16)}") as server:
         yield server
 
 
