@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,7 +37,8 @@ def test_private_similar_products_k1(nb, r, catalog):
     assert isinstance(got, list) and len(got) == 1 and got[0] != "1", f"similar_products(r, '1', k=1) gave {got!r}"
 '''
 PRIVATE_POINTS = '["06_recommender"]\ntest_private_similar_products_k1 = 2\n'
-OPTIONS = ["--cell-timeout", "4", "--call-timeout", "2", "--memory-mb", "1024", "--jobs", "2"]
+OPTIONS = ["--cell-timeout", "4", "--call-timeout", "2", "--memory-mb", "1024", "--submission-timeout", "40",
+           "--jobs", "2"]
 SIMILAR = ("test_similar_products_never_return_the_product_itself", "test_similar_products_are_the_nearest",
            "test_private_similar_products_k1")
 ALWAYS = "r_redis_always_dies"
@@ -164,6 +166,7 @@ class GradedClass:
     watcher: Watcher
     max_score: float
     seconds: float
+    grade_pid: int
 
     def feedback(self, student: str) -> str:
         return (self.out / student / "06_recommender" / "feedback.md").read_text()
@@ -183,14 +186,17 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> GradedClass:
     (extra / "test_06_recommender_private.py").write_text(PRIVATE_TEST)
     (extra / "points.toml").write_text(PRIVATE_POINTS)
     token = uuid.uuid4().hex[:10]
+    other = base / f"other-run-{token}"  # another class's files elsewhere on the disk
+    (other / "student" / "06_recommender").mkdir(parents=True)
+    (other / "student" / "06_recommender" / f"answers-{token}.ipynb").write_text("{}")
     build_class(submitted, list(CLASS), {"REPO": str(REPO), "SUBMITTED": str(submitted), "OUT": str(out),
-                                         "EXTRA": str(extra), "TOKEN": token})
+                                         "EXTRA": str(extra), "TOKEN": token, "OTHER": str(other)})
     started = time.monotonic()
     code, stderr, watcher = run_grade(submitted, out, extra, kill_once=(ONCE,), kill_always=(ALWAYS,))
     seconds = time.monotonic() - started
     print(f"\ngraded a class of {len(CLASS)} in {seconds:.1f} s")
     max_score = sum(points.read(REPO / "grader" / "points.toml")["06_recommender"].values()) + 2
-    return GradedClass(submitted, out, extra, token, code, stderr, watcher, max_score, seconds)
+    return GradedClass(submitted, out, extra, token, code, stderr, watcher, max_score, seconds, watcher.root)
 
 
 def test_gradebook_has_one_sorted_row_per_submission(graded: GradedClass) -> None:
@@ -265,13 +271,64 @@ def test_a_call_that_hangs_fails_only_its_tests(graded: GradedClass) -> None:
             assert "timed out after 2 s" in test["output"]
 
 
+def sandbox_warnings(graded: GradedClass, student: str) -> list[str]:
+    """The sandbox's warnings, but the one an ordinary user always gets on cgroup v1 (no box)."""
+    warnings = results(graded.out, student)["extra_data"]["redis_workbook"]["warnings"]
+    return [w for w in warnings if not (os.geteuid() != 0 and w.startswith("no cgroup for the submission"))]
+
+
 def test_secrets_are_out_of_reach(graded: GradedClass) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("hiding the grader's files needs root (namespaces); as another user the grader warns instead")
     assert "READ []" in graded.printed("h_read_secrets")
-    assert results(graded.out, "h_read_secrets")["extra_data"]["redis_workbook"]["warnings"] == []
-    assert "warning:" not in graded.stderr
+    assert sandbox_warnings(graded, "h_read_secrets") == []
     assert results(graded.out, "h_read_secrets")["score"] == graded.max_score
+
+
+def test_other_runs_files_are_out_of_reach(graded: GradedClass) -> None:
+    assert "OTHER []" in graded.printed("h_read_other_runs")
+    assert results(graded.out, "h_read_other_runs")["score"] == graded.max_score
+    assert (graded.out.stat().st_mode & 0o077) == 0, "OUT must be private to the grader"
+
+
+def test_classmates_servers_are_out_of_reach(graded: GradedClass) -> None:
+    assert "REACHED []" in graded.printed("h_network_scan")
+    assert results(graded.out, "h_network_scan")["score"] == graded.max_score
+
+
+def test_exhausting_redis_is_graded_as_the_learners_failure(graded: GradedClass) -> None:
+    printed = graded.printed("h_exhaust_redis")
+    assert "own Redis full: OutOfMemoryError" in printed and "own clients stop after" in printed
+    data = results(graded.out, "h_exhaust_redis")
+    assert data["extra_data"]["redis_workbook"]["status"] == "graded"
+    assert 0 < data["score"] <= graded.max_score
+
+
+def test_memory_counts_for_all_processes_together(graded: GradedClass) -> None:
+    allocated = graded.printed("h_memory_children").count("ALLOCATED")
+    if os.geteuid() == 0:  # a cgroup box: 4 x 450 MiB do not fit in 1024 + 256 + 256 MiB
+        assert allocated < 4
+    assert results(graded.out, "h_memory_children")["score"] == graded.max_score
+
+
+def test_the_time_budget_adds_up_and_an_overrun_is_graded(graded: GradedClass) -> None:
+    data = results(graded.out, "h_time_budget")
+    assert data["extra_data"]["redis_workbook"]["status"] == "graded"
+    assert "used up the 40 s its whole submission may take" in graded.problems("h_time_budget")
+    assert data["execution_time"] < 40 + 60
+
+
+def test_nothing_is_left_behind(graded: GradedClass) -> None:
+    key = 0x5E000000 | int(graded.token[:6], 16)
+    segments = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    assert [line for line in segments if int(line.split()[0]) == key] == []
+    assert "SHM" in graded.printed("h_leave_behind")  # the segment was made, in the submission's IPC namespace
+    left = [p for p in (Path("/run/lock"), Path("/dev/shm"), Path("/var/tmp"), Path("/tmp"))
+            if (p / f"pwned-{graded.token}").exists()]
+    assert left == []
+    owned = [p for p in Path(tempfile.gettempdir()).glob("redis-workbook-grade-*")
+             if (p / "owner.pid").exists() and (p / "owner.pid").read_text() == str(graded.grade_pid)]
+    assert owned == []
+    assert not list(Path("/sys/fs/cgroup/memory/redis-workbook").glob(f"{graded.grade_pid}-*"))
+    assert results(graded.out, "h_leave_behind")["score"] == graded.max_score
 
 
 def test_writes_outside_the_notebook_folder_do_not_land(graded: GradedClass) -> None:

@@ -316,14 +316,14 @@ print("x" * 5_000_000)
         output = notebook.output.text()
         assert len(output) < 2200 and "bytes of output left out" in output
         report = notebook.sandbox_report
-        if os.geteuid() != 0:
-            assert any("not running as root" in w for w in report["warnings"])
-            return
-        assert nb.uid >= sandbox.UID_BASE
-        assert nb.leaked == "FileNotFoundError"  # the folder is an empty tmpfs in the notebook's namespace
+        assert report["mode"] == ("root" if os.geteuid() == 0 else "user")
+        if os.geteuid() == 0:
+            assert nb.uid >= sandbox.UID_BASE
+        assert nb.leaked == "FileNotFoundError"  # not on the notebook's allow-list of folders
         assert nb.pids[0] == 1 and len(nb.pids) < 10  # its own PID namespace: the grader's processes are invisible
         assert nb.cwd == "/tmp/work"
-        assert not report["warnings"], report["warnings"]
+        warnings = [w for w in report["warnings"] if not (os.geteuid() != 0 and w.startswith("no cgroup"))]
+        assert not warnings, warnings
     finally:
         notebook.close()
 

@@ -109,6 +109,115 @@ for target in targets:
 print("WROTE", wrote)
 '''
 
+NETWORK_SCAN = '''
+import socket
+
+ports = {6379, 22, 80, 8000, 8888}
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A":  # listening
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+reached = []
+for port in sorted(ports):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        reached.append(port)
+    except OSError:
+        pass
+print("REACHED", reached)
+'''
+
+# Fills its own Redis (memory and clients), then makes every call into similar_products
+# open connections to the Redis under test and keep them, as many as it is given.
+EXHAUST_REDIS = '''
+import socket
+
+import redis
+import redis_workbook
+
+own = redis_workbook.connect()
+try:
+    for i in range(100_000):
+        own.set(f"fill:{i}", b"x" * 1_000_000)
+except redis.RedisError as exc:
+    print("own Redis full:", type(exc).__name__)
+held = []
+try:
+    for i in range(20_000):  # raw connections to its own Redis, until a limit says no
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(own.connection_pool.connection_kwargs["path"])
+        held.append(client)
+except OSError as exc:
+    print("own clients stop after", len(held), type(exc).__name__)
+
+_similar = similar_products
+grabbed = []
+
+
+def similar_products(r, product_id, k=5):
+    pool = r.connection_pool
+    try:
+        for _ in range(1000):
+            client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
+                                                                      **pool.connection_kwargs))
+            client.ping()
+            grabbed.append(client)
+    except redis.RedisError:
+        pass
+    return _similar(r, product_id, k)
+'''
+
+MEMORY_CHILDREN = '''
+import os
+import time
+
+children = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            hog = bytearray(450 * 1024 * 1024)  # touched: zero-filled
+            print("ALLOCATED", flush=True)
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    children.append(pid)
+time.sleep(2.5)
+'''
+
+LEAVE_BEHIND = '''
+import ctypes
+import os
+
+libc = ctypes.CDLL(None, use_errno=True)
+segment = libc.shmget(0x5E000000 | int("{TOKEN}"[:6], 16), 4096, 0o1666)  # IPC_CREAT | 0666
+print("SHM", segment)
+for target in ("/run/lock/pwned-{TOKEN}", "/dev/shm/pwned-{TOKEN}", "/var/tmp/pwned-{TOKEN}", "/tmp/pwned-{TOKEN}"):
+    try:
+        open(target, "w").write("x")
+        print("WROTE", target)
+    except OSError as exc:
+        print("refused", target, type(exc).__name__)
+if os.fork() == 0:
+    os.setsid()
+    import time
+
+    time.sleep(3600)
+'''
+
+READ_OTHER_RUNS = '''
+import glob
+from pathlib import Path
+
+found = []
+for pattern in ("{OTHER}/*", "{OTHER}/*/*/*", "/tmp/*", "/tmp/*/*", "/home/*/*", "/root/*", "/work/*/*"):
+    found += [p for p in glob.glob(pattern) if "{TOKEN}" in p]
+print("OTHER", sorted(found))
+'''
+
+SLOW = "import time\n\ntime.sleep(3.5)\n"
+
 # student -> the cells of their notebook (06_recommender), or a special kind handled by build_class
 CLASS: dict[str, tuple[str, ...]] = {
     "a_solution": ("<solution notebook>",),
@@ -128,6 +237,13 @@ CLASS: dict[str, tuple[str, ...]] = {
     "h_write_outside": (GOOD, WRITE_OUTSIDE),
     "h_print_100mb": (GOOD, "print('x' * 100_000_000)\n"),
     "h_hangs_in_call": (GOOD, "def similar_products(r, product_id, k=5):\n    while True:\n        pass\n"),
+    "h_network_scan": (GOOD, NETWORK_SCAN),
+    "h_exhaust_redis": (GOOD, EXHAUST_REDIS),
+    "h_memory_children": (GOOD, MEMORY_CHILDREN),
+    "h_leave_behind": (GOOD, LEAVE_BEHIND),
+    "h_read_other_runs": (GOOD, READ_OTHER_RUNS),
+    "h_time_budget": (GOOD, *[SLOW] * 14, "def similar_products(r, product_id, k=5):\n    import time\n\n"
+                      "    time.sleep(1.8)\n    return []\n"),
     "i_invalid_json": ("<invalid json>",),
     "i_empty": ("<empty file>",),
     "i_wrong_assignment": ("<07_rag notebook>",),

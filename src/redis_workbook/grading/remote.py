@@ -295,13 +295,13 @@ class Notebook:
         `enclosure`: the submission's folder, gateway and box (made here, and closed by close(), if not given)."""
         self.submission = submission
         self.settings = settings or Settings()
+        self.owns_enclosure = enclosure is None
         if enclosure is None:
             try:
                 enclosure = Enclosure(self.settings.limits, self.settings.sandbox_mode)
             except SandboxUnavailable as exc:
                 raise InfrastructureError(str(exc)) from None
         self.enclosure = enclosure
-        self.owns_enclosure = enclosure is None
         reach = self.enclosure.reach
         self.output = CappedOutput(self.settings.output_bytes)
         self.init = {"op": "init", "redis_url": reach(redis_url),
