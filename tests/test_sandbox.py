@@ -164,9 +164,11 @@ def test_shared_memory_and_processes_die_with_the_notebook(tmp_path: Path, under
         import os
         import time
 
-        segment = ctypes.CDLL(None).shmget({key}, 4096, 0o1666)
-        if os.fork() == 0:
+        libc = ctypes.CDLL(None)
+        segment = libc.shmget({key}, 4096, 0o1666)
+        if os.fork() == 0:  # a process that leaves the group and clears its parent-death signal
             os.setsid()
+            libc.prctl(1, 0, 0, 0, 0)
             time.sleep(3600)
     ''')
     notebook = run(tmp_path, under_test, probe)

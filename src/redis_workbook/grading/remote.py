@@ -213,6 +213,7 @@ class WorkerProcess:
         self.stop_pump = threading.Event()
         threading.Thread(target=output.pump, args=(output_r, self.stop_pump), daemon=True).start()
         self.report: dict = {}
+        self.namespace_init: int | None = None  # a pidfd of the namespace's process 1 (sandbox.enter)
         try:
             box.add(self.process.pid)  # before it reads its init message: nothing runs outside the box
         except OSError as exc:
@@ -221,6 +222,9 @@ class WorkerProcess:
         try:
             self.channel.send(init, timeout=settings.startup_timeout, alive=self.alive)
             ready = self.channel.receive(timeout=settings.startup_timeout, alive=self.alive)
+            if isinstance(ready.get("namespace_init"), int):
+                self.namespace_init = _pidfd(ready["namespace_init"])
+                ready = self.channel.receive(timeout=settings.startup_timeout, alive=self.alive)
         except wire.WireError as exc:
             self.kill()
             raise InfrastructureError(f"the notebook process did not start ({exc}; {describe_exit(self.code())})"
@@ -256,7 +260,14 @@ class WorkerProcess:
             raise WorkerGone(f"broke the connection to the grader ({exc})") from None
 
     def kill(self) -> None:
-        """SIGKILL the whole process group (PID 1 of a namespace ignores anything softer)."""
+        """SIGKILL the namespace's process 1 (the kernel then ends all of it) and the whole process group."""
+        if self.namespace_init is not None:
+            try:
+                signal.pidfd_send_signal(self.namespace_init, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            os.close(self.namespace_init)
+            self.namespace_init = None
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -276,6 +287,13 @@ class WorkerProcess:
 
             shutil.rmtree(cleanup, ignore_errors=True)
         self.report = {**self.report, "cleanup": ""}
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None  # already gone
 
 
 # ---------------------------------------------------------------------------------------------- notebook

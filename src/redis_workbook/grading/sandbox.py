@@ -33,6 +33,7 @@ import resource
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,13 @@ def mode() -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- the worker's side
-def enter(settings: dict, notebook_name: str, notebook_text: str) -> Report:
-    """Confine this process; returns what was done. Forks: the caller continues in the child."""
+def enter(settings: dict, notebook_name: str, notebook_text: str,
+          announce: Callable[[int], None] = lambda pid: None) -> Report:
+    """Confine this process; returns what was done. Forks: the caller continues in the child.
+
+    `announce(pid)` tells the grader the host pid of the namespace's process 1, so it can end the
+    whole namespace even if the learner's code leaves the process group and clears its death signal.
+    """
     limits = Limits(**settings.get("limits", {}))
     report = Report(mode=settings.get("mode", "none"))
     if report.mode not in MODES:
@@ -148,7 +154,7 @@ def enter(settings: dict, notebook_name: str, notebook_text: str) -> Report:
         _check(_libc.unshare(NAMESPACES | (CLONE_NEWUSER if report.mode == "user" else 0)), "unshare")
         if report.mode == "user":
             _map_ids(*outside)
-        _become_namespace_init()
+        _become_namespace_init(announce)
         _private_root(settings, limits, report)
         _loopback_up()
         report.isolation.append("own mount, PID, network (loopback only) and IPC namespaces; a read-only "
@@ -174,11 +180,16 @@ def _map_ids(uid: int, gid: int) -> None:
             handle.write(text)
 
 
-def _become_namespace_init() -> None:
+def _become_namespace_init(announce: Callable[[int], None]) -> None:
     """Fork: the child is process 1 of the new PID namespace; this process waits and mirrors how it ended."""
+    announced_r, announced_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(announced_w)
+        os.read(announced_r, 1)  # EOF once the grader has been told our pid: it hears of us before our replies
+        os.close(announced_r)
         return
+    announce(pid)
     os.closerange(3, 1 << 16)  # keep no copy of the grader's pipes: their EOF must say "the worker is gone"
     while True:
         try:

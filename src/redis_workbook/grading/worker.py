@@ -303,7 +303,8 @@ def main(argv: list[str]) -> None:
     channel = wire.Channel(request_fd, reply_fd)
     try:
         init = channel.receive()
-        report = sandbox.enter(init["sandbox"], init["notebook_name"], init["notebook_text"])
+        report = sandbox.enter(init["sandbox"], init["notebook_name"], init["notebook_text"],
+                               announce=lambda pid: channel.send({"namespace_init": pid}))
         server = Server(channel, init)
     except BaseException as exc:  # noqa: BLE001 - tell the grader why, then stop
         channel.send({"fatal": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"})
