@@ -302,6 +302,13 @@ def test_exhausting_redis_is_graded_as_the_learners_failure(graded: GradedClass)
     assert 0 < data["score"] <= graded.max_score
 
 
+def test_a_redis_stalled_by_learner_code_is_graded_as_the_learners_failure(graded: GradedClass) -> None:
+    data = results(graded.out, "h_stalls_redis")
+    assert data["extra_data"]["redis_workbook"]["status"] == "graded"
+    assert "stopped answering after your code's commands reached it" in graded.problems("h_stalls_redis")
+    assert data["score"] < graded.max_score
+
+
 def test_memory_counts_for_all_processes_together(graded: GradedClass) -> None:
     allocated = graded.printed("h_memory_children").count("ALLOCATED")
     if os.geteuid() == 0:  # a cgroup box: 4 x 450 MiB do not fit in 1024 + 256 + 256 MiB

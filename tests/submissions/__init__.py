@@ -216,6 +216,34 @@ for pattern in ("{OTHER}/*", "{OTHER}/*/*/*", "/tmp/*", "/tmp/*/*", "/home/*/*",
 print("OTHER", sorted(found))
 '''
 
+# Keeps the Redis under test busy for a minute with one write of queued commands (no @dangerous command needed).
+STALL_REDIS = '''
+import socket
+
+_track_view = track_view
+_held = []
+
+
+def _command(*args):
+    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\\r\\n" % len(args) + b"".join(b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in args)
+
+
+def track_view(r, user_id, product_id, max_views=10, ttl=3600):
+    if not _held:
+        pipe = r.pipeline(transaction=False)
+        for start in range(0, 400_000, 20_000):
+            pipe.sadd("big", *range(start, start + 20_000))
+        pipe.execute()
+        kwargs = r.connection_pool.connection_kwargs
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(kwargs["path"])
+        raw.sendall(_command("AUTH", kwargs["username"], kwargs["password"])
+                    + _command("SUNIONSTORE", "copy", "big", "big") * 300)
+        _held.append(raw)
+    return _track_view(r, user_id, product_id, max_views, ttl)
+'''
+
 SLOW = "import time\n\ntime.sleep(3.5)\n"
 
 # student -> the cells of their notebook (06_recommender), or a special kind handled by build_class
@@ -242,6 +270,7 @@ CLASS: dict[str, tuple[str, ...]] = {
     "h_memory_children": (GOOD, MEMORY_CHILDREN),
     "h_leave_behind": (GOOD, LEAVE_BEHIND),
     "h_read_other_runs": (GOOD, READ_OTHER_RUNS),
+    "h_stalls_redis": (GOOD, STALL_REDIS),
     "h_time_budget": (GOOD, *[SLOW] * 14, "def similar_products(r, product_id, k=5):\n    import time\n\n"
                       "    time.sleep(1.8)\n    return []\n"),
     "i_invalid_json": ("<invalid json>",),

@@ -23,12 +23,19 @@ from redis_workbook.connection import redact
 BACKENDS = ("embedded", "testcontainers", "url")
 ADMIN_USER = "workbook-grader"
 # Everything except commands that reach beyond the learner's own keys or could stop or reconfigure the server.
+# Everything but Redis's own @dangerous category (RESTORE of hand-made payloads, SORT, DEBUG, CONFIG, ...) and
+# commands that reach beyond the learner's own keys or could stop or reconfigure the server; then the few
+# harmless @dangerous reads the notebooks teach (INFO, KEYS, SLOWLOG GET, MODULE LIST, ACL WHOAMI).
 LEARNER_RULES = (
-    "+@all", "-flushall", "-flushdb", "-config", "-shutdown", "-debug", "-module", "+module|list", "-acl",
-    "+acl|whoami", "-monitor", "-save", "-bgsave", "-bgrewriteaof", "-replicaof", "-slaveof", "-failover", "-swapdb",
-    "-migrate", "-sync", "-psync", "-client|kill", "-client|pause", "-script", "-eval", "-evalsha", "-eval_ro",
-    "-evalsha_ro", "-function", "-fcall", "-fcall_ro",
+    "+@all", "-@dangerous", "-flushall", "-flushdb", "-config", "-shutdown", "-debug", "-module", "-acl", "-monitor",
+    "-save", "-bgsave", "-bgrewriteaof", "-replicaof", "-slaveof", "-failover", "-swapdb", "-migrate", "-sync",
+    "-psync", "-client|kill", "-client|pause", "-script", "-eval", "-evalsha", "-eval_ro", "-evalsha_ro",
+    "-function", "-fcall", "-fcall_ro", "+info", "+keys", "+slowlog|get", "+slowlog|len", "+module|list",
+    "+acl|whoami",
 )
+# Every server the grader starts: no payload from RESTORE unchecked, bounded client buffers, bounded values.
+SERVER_SETTINGS = {"sanitize-dump-payload": "yes", "client-query-buffer-limit": "16mb",
+                   "proto-max-bulk-len": "16mb", "maxmemory-clients": "64mb"}
 MODULE_RULES = ("-ft.config",)  # search-module settings are server-wide too (only where the module is loaded)
 
 
@@ -94,7 +101,7 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
     if kind == "embedded":
         from redis_workbook.server import EmbeddedRedis
 
-        server = EmbeddedRedis(unix_socket=unix_socket, parent=folder, extra_args=_memory_args(maxmemory_mb))
+        server = EmbeddedRedis(unix_socket=unix_socket, parent=folder, extra_args=_server_args(maxmemory_mb))
         server.start()
         under_test = _secure(kind, server.url, stop=server.stop, own=True)
         under_test.pid = server.process.pid if server.process else None
@@ -103,14 +110,19 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
 
     container = RedisContainerProvider().start()
     under_test = _secure(kind, container.url, stop=container.stop, own=True)
-    if maxmemory_mb:
-        with under_test.admin() as client:
-            client.config_set("maxmemory", f"{maxmemory_mb}mb")
+    with under_test.admin() as client:
+        for name, value in _settings(maxmemory_mb).items():
+            client.config_set(name, value)
     return under_test
 
 
-def _memory_args(maxmemory_mb: int | None) -> tuple[str, ...]:
-    return ("--maxmemory", f"{maxmemory_mb}mb", "--maxmemory-policy", "noeviction") if maxmemory_mb else ()
+def _settings(maxmemory_mb: int | None) -> dict[str, str]:
+    memory = {"maxmemory": f"{maxmemory_mb}mb", "maxmemory-policy": "noeviction"} if maxmemory_mb else {}
+    return {**SERVER_SETTINGS, **memory}
+
+
+def _server_args(maxmemory_mb: int | None) -> tuple[str, ...]:
+    return tuple(arg for name, value in _settings(maxmemory_mb).items() for arg in (f"--{name}", value))
 
 
 def _secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUnderTest:

@@ -21,9 +21,10 @@ from redis_workbook.grading.gateway import Gateway
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # Reads until the grader's end of the pipe closes (it exited or was killed), then cleans up.
-# The box's cgroups can go only once their processes are gone: a few tries.
-REAPER = ('cat >/dev/null; rm -rf -- "$0"; '
-          'for i in 1 2 3 4 5 6 7 8 9 10; do rmdir -- "$@" 2>/dev/null; [ -e "$1" ] || exit 0; sleep 0.5; done')
+# The box's cgroups can go once their processes are gone: kill what is left, a few tries.
+REAPER = ('cat >/dev/null; rm -rf -- "$0"; for i in 1 2 3 4 5 6 7 8 9 10; do '
+          'for g in "$@"; do [ -f "$g/cgroup.procs" ] && kill -9 $(cat "$g/cgroup.procs") 2>/dev/null; done; '
+          'rmdir -- "$@" 2>/dev/null; [ -e "$1" ] || exit 0; sleep 0.5; done')
 
 
 class SandboxUnavailable(Exception):

@@ -36,6 +36,8 @@ class Gateway:
         self.lock = threading.Lock()
         self.peers: dict[socket.socket, socket.socket] = {}
         self.pending: dict[socket.socket, bytearray] = {}
+        self.inner: dict[socket.socket, tuple[str, int]] = {}  # the notebook's end of a pair -> its server
+        self.sent: dict[tuple[str, int], int] = {}  # bytes the notebook sent to each server
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
@@ -103,6 +105,7 @@ class Gateway:
         except OSError:
             inner.close()
             return
+        self.inner[inner] = address
         for one, other in ((inner, outer), (outer, inner)):
             one.setblocking(False)
             self.peers[one] = other
@@ -125,6 +128,8 @@ class Gateway:
                 self._drop(sock)
                 return
             self.pending[peer] += data
+            if sock in self.inner:
+                self.sent[self.inner[sock]] = self.sent.get(self.inner[sock], 0) + len(data)
             if not self._flush(peer):
                 return
         self._update(sock)
@@ -167,3 +172,4 @@ class Gateway:
             one.close()
             del self.peers[one]
             del self.pending[one]
+            self.inner.pop(one, None)

@@ -35,6 +35,7 @@ from redis_workbook.grading.results import write_json_atomic
 ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
 PARENT_ENV = "REDIS_WORKBOOK_PARENT_PID"
 MESSAGE_LIMIT = 4000
+ADMIN_TIMEOUT_S = 30  # the grader's own commands: a Redis kept busy by learner code must not hang the checks
 KEY = pytest.StashKey["Grading"]()
 
 
@@ -128,7 +129,7 @@ def nb(_workbook: Grading) -> Any:
 @pytest.fixture
 def r(_workbook: Grading) -> Iterator[redis.Redis]:
     """A trusted, binary-safe admin client on the (emptied) Redis under test."""
-    client = _workbook.redis_under_test().admin()
+    client = _workbook.redis_under_test().admin(socket_timeout=ADMIN_TIMEOUT_S)
     yield client
     client.close()
 
@@ -163,6 +164,7 @@ class Grading:
         self.known: tuple[str, ...] = ()
         self.outcomes: dict[str, dict] = {}
         self.infrastructure: str | None = None
+        self.broken_by_learner: str | None = None
         self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ collection
@@ -229,19 +231,19 @@ class Grading:
         return self._namespace
 
     def before_test(self) -> None:
-        if self.infrastructure:
-            pytest.fail(f"not run: {self.infrastructure}", pytrace=False)
+        if self.stopped:
+            pytest.fail(f"not run: {self.stopped}", pytrace=False)
         if self.local is None:
             if not self.config.getoption("submission"):
                 pytest.fail("The grader's tests need a notebook: run them with --submission NOTEBOOK.ipynb, "
                             "`redis-workbook check NOTEBOOK` or self_check() in the notebook.", pytrace=False)
             self._prepare_notebook()
-        client = self.redis_under_test().admin(socket_timeout=30)
+        client = self.redis_under_test().admin(socket_timeout=ADMIN_TIMEOUT_S)
         try:
             client.flushall()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            self.infrastructure = f"the Redis under test stopped answering ({exc})"
-            raise
+            self.redis_stopped(f"the Redis under test stopped answering ({exc})")
+            pytest.fail(f"not run: {self.stopped}", pytrace=False)
         finally:
             client.close()
 
@@ -263,6 +265,8 @@ class Grading:
             except SandboxUnavailable as exc:
                 self.infrastructure = str(exc)
                 raise
+            if under_test.pid is not None:  # reached by learner code through the gateway: it shares the box
+                self._into_box(under_test.pid)
             notebook_url = self._notebook_redis(under_test, settings.limits, self.enclosure)
             self.notebook = remote.Notebook(self.submission, under_test.learner_url, settings,
                                             hide=self._hidden_paths(), grading_address=under_test.address,
@@ -290,11 +294,16 @@ class Grading:
             self.warnings.append(f"the notebook's cells share the Redis under test (no embedded server: {exc})")
             return under_test.learner_url
         if self.notebook_redis.pid is not None:
-            try:
-                enclosure.box.add(self.notebook_redis.pid)
-            except OSError as exc:
-                self.warnings.append(f"the notebook's Redis is outside the submission's box ({exc})")
+            self._into_box(self.notebook_redis.pid)
         return self.notebook_redis.learner_url
+
+    def _into_box(self, pid: int) -> None:
+        """A Redis of the submission joins its box (its maxmemory and client limits keep it small there)."""
+        assert self.enclosure is not None
+        try:
+            self.enclosure.box.add(pid)
+        except OSError as exc:
+            self.warnings.append(f"a Redis of the submission stays outside its box ({exc})")
 
     def _hidden_paths(self) -> list[str]:
         """The grader's own files: the test folders of this run, the repository's grader/solutions/.git."""
@@ -310,10 +319,24 @@ class Grading:
 
     def check_infrastructure(self, session: pytest.Session) -> None:
         """After a failure: is Redis still there? If not, this run cannot grade anything more."""
-        if self.redis is not None and self.infrastructure is None and not self.redis.alive():
-            self.infrastructure = "the Redis under test stopped answering"
-        if self.infrastructure:
-            session.shouldstop = f"infrastructure failure: {self.infrastructure}"
+        if self.redis is not None and not self.stopped and not self.redis.alive():
+            self.redis_stopped("the Redis under test stopped answering")
+        if self.stopped:
+            session.shouldstop = f"grading stopped: {self.stopped}"
+
+    @property
+    def stopped(self) -> str | None:
+        return self.infrastructure or self.broken_by_learner
+
+    def redis_stopped(self, what: str) -> None:
+        """Whose failure: the learner's when their code's commands had reached that Redis, else the grader's."""
+        gateway = self.enclosure.gateway if self.enclosure is not None else None
+        if self.redis is not None and gateway is not None and gateway.sent.get(self.redis.address, 0) > 0:
+            self.broken_by_learner = (f"{what} after your code's commands reached it, so the checks after that "
+                                      "could not run: look for commands that take the server down or keep it "
+                                      "busy (huge pipelines, commands over millions of elements)")
+        else:
+            self.infrastructure = what
 
     # ------------------------------------------------------------------ end
     def finish(self) -> None:
@@ -341,7 +364,8 @@ class Grading:
             "max_score": sum(t["max_points"] for t in tests),
             "submission_problem": self.submission.problem if self.submission else None,
             "notebook": None if notebook is None else {
-                "problems": notebook.problems(), "output": notebook.output.text(), "restarts": notebook.restarts,
+                "problems": notebook.problems() + ([self.broken_by_learner] if self.broken_by_learner else []),
+                "output": notebook.output.text(), "restarts": notebook.restarts,
                 "sandbox": notebook.sandbox_report,
             },
             "backend": self.redis.kind if self.redis else None,

@@ -51,7 +51,8 @@ SYS_MOUNT_SETATTR = 442  # one number on every architecture (Linux 5.12)
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
 PR_CAP_AMBIENT_CLEAR_ALL, CAPABILITY_VERSION_3 = 4, 0x20080522
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
+# /sys only for the CPU count libraries read: the rest shows the host's devices and every classmate's cgroup.
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys/devices/system/cpu")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 OLD_ROOT = "/.old-root"
@@ -78,8 +79,8 @@ class Limits:
 
     @property
     def box_mb(self) -> int:
-        """The whole submission: one process at its limit, its Redis full, and room for page cache."""
-        return self.memory_mb + self.redis_mb + 256
+        """The whole submission: one process at its limit, its two Redis servers full, room for page cache."""
+        return self.memory_mb + 2 * (self.redis_mb + 64) + 256
 
 
 @dataclass
