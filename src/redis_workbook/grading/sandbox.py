@@ -169,6 +169,7 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
         _drop_capabilities(uid, report)
     if report.mode != "none":
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _filter_system_calls(report)
     die_with_parent()
     os.chdir(report.workdir)
     return report
@@ -394,3 +395,70 @@ def _drop_capabilities(uid: int | None, report: Report) -> None:
 
 def as_dict(report: Report) -> dict:
     return asdict(report)
+
+
+# ---------------------------------------------------------------------------------------------- seccomp
+# System calls learner code never needs and that only widen the kernel it can poke at: new namespaces
+# (a nested user namespace would give it capabilities over fresh mounts), mounts, BPF, perf, userfaultfd,
+# io_uring, keyrings. They fail with EPERM; clone3 with ENOSYS, so the C library falls back to clone,
+# whose flags the filter can read.
+DENIED_CALLS = {
+    "x86_64": {"unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "bpf": 321,
+               "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250, "add_key": 248, "request_key": 249,
+               "ptrace": 101},
+    "aarch64": {"unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "bpf": 280,
+                "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217, "request_key": 218,
+                "ptrace": 117},
+}
+NEW_MOUNT_API = range(428, 435)  # open_tree .. fspick, the same on every architecture
+IO_URING = range(425, 428)
+MOUNT_SETATTR, CLONE3 = 442, 435
+CLONE = {"x86_64": 56, "aarch64": 220}
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+CLONE_NEW_ANY = 0x7E020080  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+LD_W_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
+EPERM, ENOSYS = 1, 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program: (code, jump if true, jump if false, k), jumps already relative."""
+    denied = [*DENIED_CALLS[machine].values(), *NEW_MOUNT_API, *IO_URING, MOUNT_SETATTR]
+    program: list[tuple[int, str | int, str | int, int]] = [
+        (LD_W_ABS, 0, 0, 4), (JEQ, 0, "deny", AUDIT_ARCH[machine]),  # another ABI (e.g. 32-bit calls): no
+        (LD_W_ABS, 0, 0, 0), (JGE, "deny", 0, 0x40000000),  # x32 calls: no
+        *[(JEQ, "deny", 0, number) for number in denied],
+        (JEQ, "enosys", 0, CLONE3), (JEQ, "clone", 0, CLONE[machine]),
+        (RET, 0, 0, RET_ALLOW),
+        ("clone", 0, 0, 0), (LD_W_ABS, 0, 0, 16), (JSET, "deny", 0, CLONE_NEW_ANY), (RET, 0, 0, RET_ALLOW),
+        ("deny", 0, 0, 0), (RET, 0, 0, RET_ERRNO | EPERM),
+        ("enosys", 0, 0, 0), (RET, 0, 0, RET_ERRNO | ENOSYS),
+    ]
+    labels, code = {}, []
+    for instruction in program:
+        if isinstance(instruction[0], str):
+            labels[instruction[0]] = len(code)
+        else:
+            code.append(instruction)
+    return [(op, *(labels[j] - i - 1 if isinstance(j, str) else j for j in (jt, jf)), k)  # type: ignore[misc]
+            for i, (op, jt, jf, k) in enumerate(code)]
+
+
+def _filter_system_calls(report: Report) -> None:
+    machine = platform.machine()
+    if machine not in AUDIT_ARCH:
+        report.warnings.append(f"no system-call filter on {machine}")
+        return
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
+
+    instructions = _seccomp_program(machine)
+    filters = (Filter * len(instructions))(*[Filter(*i) for i in instructions])
+    program = Program(len(instructions), filters)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
+    report.isolation.append("no new namespaces, mounts, BPF, perf, userfaultfd, io_uring, keyrings or ptrace")
