@@ -153,7 +153,7 @@ def test_capabilities_are_gone_for_good(tmp_path: Path, under_test: backends.Red
         worker.start()
         worker.join()
         with multiprocessing.Pool(2) as pool:  # ordinary processes and threads still work
-            squares = pool.map(pow, [2, 3], [2, 2])
+            squares = pool.starmap(pow, [(2, 2), (3, 2)])
     ''')
     notebook = run(tmp_path, under_test, probe)
     try:
