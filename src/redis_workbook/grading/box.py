@@ -33,7 +33,9 @@ class Box:
     """A cgroup (v1 or v2) with limits; `add(pid)` puts a process (and its future children) in it."""
 
     def __init__(self, memory_mb: int, processes: int, cpus: float) -> None:
-        self.groups: list[Path] = []
+        self.groups: list[Path] = []  # every group to remove, innermost first
+        self.learner: list[Path] = []  # where learner processes go (all the limits)
+        self.servers: list[Path] = []  # where its Redis servers go (memory and CPU, not the process count)
         self.kind = ""
         self.warnings: list[str] = []
         name = f"{os.getpid()}-{next(_numbers)}"
@@ -71,6 +73,9 @@ class Box:
             for file, value in values.items():
                 if (group / file).exists():  # memsw only with swap accounting
                     (group / file).write_text(str(value))
+            self.learner.append(group)
+            if controller != "pids":
+                self.servers.append(group)
         self.kind = "cgroup v1"
 
     def _v2(self, name: str, memory_mb: int, processes: int, cpus: float) -> None:
@@ -87,18 +92,25 @@ class Box:
         (group / "memory.max").write_text(str(memory_mb << 20))
         if (group / "memory.swap.max").exists():
             (group / "memory.swap.max").write_text("0")
-        (group / "pids.max").write_text(str(processes))
         if "cpu" in enabled:
             (group / "cpu.max").write_text(f"{int(100_000 * cpus)} 100000")
+        (group / "cgroup.subtree_control").write_text("+pids")
+        learner, servers = group / "learner", group / "servers"  # v2 puts processes in leaves only
+        for leaf in (learner, servers):
+            leaf.mkdir()
+            self.groups.insert(0, leaf)
+        (learner / "pids.max").write_text(str(processes))
+        self.learner, self.servers = [learner], [servers]
         self.kind = "cgroup v2"
 
-    def add(self, pid: int) -> None:
-        for group in self.groups:
+    def add(self, pid: int, server: bool = False) -> None:
+        """Put a process in the box: a learner process under every limit, a server under all but the count."""
+        for group in self.servers if server else self.learner:
             (group / "cgroup.procs").write_text(str(pid))
 
     def oom_kills(self) -> int:
         """How many processes of this box the kernel killed for memory so far."""
-        for group in self.groups:
+        for group in reversed(self.groups):  # the outermost group counts the whole box
             for file in ("memory.events", "memory.oom_control"):
                 try:
                     lines = dict(line.split() for line in (group / file).read_text().splitlines() if " " in line)
@@ -111,7 +123,7 @@ class Box:
         """Kill whatever is left in the box and remove it."""
         for group in self.groups:
             _empty_and_remove(group)
-        self.groups = []
+        self.groups, self.learner, self.servers = [], [], []
 
 
 def _pids(group: Path) -> list[int]:

@@ -298,10 +298,11 @@ class Grading:
         return self.notebook_redis.learner_url
 
     def _into_box(self, pid: int) -> None:
-        """A Redis of the submission joins its box (its maxmemory and client limits keep it small there)."""
+        """A Redis of the submission joins its box: memory and CPU (its maxmemory and client limits keep it small
+        there), but not the process count, which the learner's processes may use up."""
         assert self.enclosure is not None
         try:
-            self.enclosure.box.add(pid)
+            self.enclosure.box.add(pid, server=True)
         except OSError as exc:
             self.warnings.append(f"a Redis of the submission stays outside its box ({exc})")
 
