@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -300,7 +301,8 @@ def test_exhausting_redis_is_graded_as_the_learners_failure(graded: GradedClass)
     assert "own Redis full: OutOfMemoryError" in printed and "own clients stop after" in printed
     data = results(graded.out, "h_exhaust_redis")
     assert data["extra_data"]["redis_workbook"]["status"] == "graded"
-    assert f"grabbed {MAX_CONNECTIONS} connections" in printed  # the gateway's cap; the grader kept its own
+    grabbed = [int(n) for n in re.findall(r"grabbed (\d+) connections", printed)]
+    assert grabbed and MAX_CONNECTIONS - 2 <= max(grabbed) <= MAX_CONNECTIONS  # the gateway's cap (`r` holds one)
     assert data["score"] > 0
 
 
