@@ -247,3 +247,30 @@ def test_the_gateway_carries_large_values_both_ways(tmp_path: Path, under_test: 
         assert redis.Redis.from_url(under_test.admin_url).strlen("big") == len(value)
     finally:
         notebook.close()
+
+
+def test_where_no_sandbox_is_possible_grade_refuses_to_run_learner_code(tmp_path: Path,
+                                                                        under_test: backends.RedisUnderTest) -> None:
+    """Inside a sandbox no namespace can be made: a real place where `grade` must refuse (or be told it is unsafe)."""
+    probe = textwrap.dedent('''
+        import argparse
+
+        from redis_workbook.grading import grade, sandbox
+
+        found = sandbox.mode()
+        try:
+            grade._sandbox_mode(argparse.Namespace(unsafe_no_sandbox=False))
+            refusal = None
+        except grade.UsageProblem as exc:
+            refusal = str(exc)
+        unsafe = grade._sandbox_mode(argparse.Namespace(unsafe_no_sandbox=True))
+    ''')
+    notebook = run(tmp_path, under_test, probe)
+    try:
+        nb = remote.RemoteNamespace(notebook)
+        mode, why = nb.found
+        assert mode == "none" and "user mode:" in why and "user namespaces may be off" in why
+        assert "no sandbox is possible here" in nb.refusal and "--unsafe-no-sandbox" in nb.refusal
+        assert nb.unsafe == "none"
+    finally:
+        notebook.close()
