@@ -20,6 +20,7 @@ ends with the same gradebook as an uninterrupted one.
 
 The grader's tests are copied into a private (0700) folder first and the
 instructor's folders are hidden from the learners' processes (see sandbox.py).
+OUT_DIR is created 0700.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from redis_workbook.grading.results import (
     NOT_GRADED,
     feedback,
     gradescope,
+    private_dirs,
     status_of,
     write_gradebook,
     write_json_atomic,
@@ -148,7 +150,7 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
             raise UsageProblem(f"--tests {args.tests} must be a folder with test_<assignment>*.py and a "
                                f"{points.POINTS_FILE} giving their points.")
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    private_dirs(out)  # created 0700: results and feedback are for the instructor to hand out
     return submitted, out, extra
 
 

@@ -4,6 +4,8 @@ Status of a submission: "graded" (the score is its grade, possibly 0 with the
 reason in the feedback, e.g. a notebook that is not valid JSON) or
 "not graded: <reason>" (the grader could not grade it, e.g. Redis died twice:
 the gradebook's score stays empty so it is never mistaken for a 0).
+
+Folders grading creates are private (0700); the files in them are readable (0644).
 """
 
 from __future__ import annotations
@@ -23,9 +25,19 @@ GRADEBOOK_COLUMNS = ("student_id", "assignment", "score", "max_score", "status")
 OUTPUT_SHOWN = 3000
 
 
+def private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents, each 0700 (existing folders keep their mode)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        each.mkdir(mode=0o700, exist_ok=True)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
