@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageProblem, points.GraderNotFound) as exc:
         print(f"redis-workbook check: {exc}", file=sys.stderr)
         return 2
-    extra = ["--submission", str(path.resolve()), "--backend", args.backend]
+    extra = ["--submission", str(path.absolute()), "--backend", args.backend]  # a link stays a link: refused
     extra += ["--redis-url", args.redis_url] if args.redis_url else []
     extra += ["--cell-timeout", str(args.cell_timeout)] if args.cell_timeout else []
     extra += ["--call-timeout", str(args.call_timeout)] if args.call_timeout else []

@@ -20,7 +20,9 @@ ends with the same gradebook as an uninterrupted one.
 
 The grader's tests are copied into a private (0700) folder first and the
 instructor's folders are hidden from the learners' processes (see sandbox.py).
-OUT_DIR is created 0700.
+Each notebook is read once at intake (intake.py: real folders and regular files
+only; a link, FIFO or device is graded 0 with a message); those bytes are hashed
+and a private copy of them is what pytest grades. OUT_DIR is created 0700.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis_workbook.grading import backends, points, remote, sandbox
+from redis_workbook.grading import backends, intake, points, remote, sandbox
 from redis_workbook.grading.enclosure import reap_when_gone, stop_reaper
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
@@ -61,19 +63,18 @@ GRACE_S = 120.0  # the grader's own work per submission (servers, checks) on top
 
 @dataclass
 class Job:
-    """One submission: a student's notebook for one assignment, and where its results go."""
+    """One submission: a student's notebook for one assignment, and where its results go.
+
+    `notebook` is the grader's private copy of the bytes read once at intake (same file name),
+    `sha256` their hash; or, when intake refused the submission, `problem` says why (graded 0).
+    """
 
     student: str
     assignment: str
     notebook: Path
     out: Path
-
-    @property
-    def sha256(self) -> str:
-        try:
-            return hashlib.sha256(self.notebook.read_bytes()).hexdigest()
-        except OSError:
-            return "missing"
+    sha256: str
+    problem: str | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
     known = points.assignments(grader)
-    jobs = discover(submitted, out)
-    suite = Suite(grader, extra)
+    suite = None
     try:
+        suite = Suite(grader, extra)
+        jobs = discover(submitted, out, suite.root / "submissions", known)
         problems = suite.preflight(sorted({j.assignment for j in jobs if j.assignment in known}))
         if problems:
             print("redis-workbook grade: the tests cannot grade anything yet:\n" + "\n".join(problems),
@@ -128,11 +130,12 @@ def run(args: argparse.Namespace) -> int:
         hide = [str(p) for p in (*points.secret_paths(grader), extra, submitted, out, suite.root, *args.hide)
                 if p is not None]
         return ClassRun(args, suite, known, hide).grade(jobs)
-    except KeyboardInterrupt:  # before grading started (while collecting the tests)
+    except KeyboardInterrupt:  # before grading started (reading the submissions, collecting the tests)
         print("Interrupted before any submission was graded.", file=sys.stderr)
         return 130
     finally:
-        suite.remove()
+        if suite is not None:
+            suite.remove()
 
 
 def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
@@ -164,16 +167,23 @@ def _sandbox_mode(args: argparse.Namespace) -> str:
     return "none" if args.unsafe_no_sandbox else mode
 
 
-def discover(submitted: Path, out: Path) -> list[Job]:
-    """Every <student>/<assignment>/ folder, sorted; the notebook is <assignment>.ipynb or the only .ipynb."""
+def discover(submitted: Path, out: Path, copies: Path, known: tuple[str, ...]) -> list[Job]:
+    """Every <student>/<assignment>/ (see intake.scan); each notebook read once, hashed and copied into `copies`.
+
+    The copy (a private folder of this run) is what pytest grades, so what is graded is what was hashed.
+    """
     jobs = []
-    for student in sorted(p for p in submitted.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for folder in sorted(p for p in student.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            notebooks = sorted(folder.glob("*.ipynb"))
-            notebook = folder / f"{folder.name}.ipynb"
-            if not notebook.exists() and len(notebooks) == 1:
-                notebook = notebooks[0]
-            jobs.append(Job(student.name, folder.name, notebook, out / student.name / folder.name))
+    for entry in intake.scan(submitted, known):
+        target = out / entry.student / entry.assignment
+        if entry.data is None:
+            refused = "refused:" + hashlib.sha256(str(entry.problem).encode()).hexdigest()
+            jobs.append(Job(entry.student, entry.assignment, Path(entry.name), target, refused, entry.problem))
+            continue
+        copy = copies / entry.student / entry.assignment / entry.name  # ps shows whose notebook is graded
+        private_dirs(copy.parent)
+        with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+            handle.write(entry.data)
+        jobs.append(Job(entry.student, entry.assignment, copy, target, hashlib.sha256(entry.data).hexdigest()))
     return jobs
 
 
@@ -193,6 +203,7 @@ class Suite:
             if path.is_file():
                 digest.update(str(path.relative_to(self.tests)).encode() + b"\0" + path.read_bytes() + b"\0")
         self.fingerprint = digest.hexdigest()[:16]
+        self.checks: dict[str, list[dict]] = {}  # assignment -> its tests' outcomes as collected (not run yet)
 
     @staticmethod
     def _copy(source: Path, target: Path) -> Path:
@@ -234,12 +245,23 @@ class Suite:
 
             def pytest_collection_finish(self, session: pytest.Session) -> None:
                 found.extend(session.config.stash[KEY].warnings)
+                for outcome in session.config.stash[KEY].outcomes.values():
+                    checks.setdefault(outcome["assignment"], []).append(outcome)
 
+        checks = self.checks
         code = pytest.main([*modules, "--collect-only", "-p", "no:terminal", *self.pytest_options()],
                            plugins=[Collector()])
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not found:
             found.append(f"collecting {', '.join(modules)} failed (pytest exit code {int(code)})")
         return found
+
+    def refused(self, assignment: str, problem: str) -> dict:
+        """The results of a submission intake refused: every test failed with the problem, 0 points (as pytest's)."""
+        tests = [{**outcome, "passed": False, "points": 0.0, "message": problem}
+                 for outcome in self.checks.get(assignment, [])]
+        return {"assignment": assignment, "tests": tests, "score": 0.0, "max_score": self.max_score(assignment),
+                "submission_problem": problem, "notebook": None, "backend": None, "infrastructure_error": None,
+                "warnings": [], "duration": 0}
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -247,14 +269,16 @@ class Suite:
 
 
 def _remove_stale_copies() -> None:
-    """Private test copies left by a grade process that was killed (its pid is gone)."""
+    """Private test copies left by a grade process that was killed (its pid is gone); only our own folders."""
     for folder in Path(tempfile.gettempdir()).glob(PRIVATE_PREFIX + "*"):
         try:
-            owner = int((folder / "owner.pid").read_text())
+            if folder.lstat().st_uid != os.geteuid() or not folder.is_dir() or folder.is_symlink():
+                continue
+            owner = int(intake.read_regular(folder / "owner.pid", 32))
             os.kill(owner, 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
-        except (OSError, ValueError):
+        except (OSError, ValueError, intake.Refused):
             continue
 
 
@@ -355,6 +379,9 @@ class ClassRun:
                 "notebook_sha256": sha, "tests": self.suite.fingerprint}
         if job.assignment not in self.known:
             self.write(job, None, f"{NOT_GRADED}: no grader tests for an assignment called {job.assignment!r}", meta)
+            return
+        if job.problem is not None:  # a link, FIFO, device, missing or too large: the learner's problem, 0 points
+            self.write(job, self.suite.refused(job.assignment, job.problem), GRADED, meta)
             return
         results, crash = None, None
         for _attempt in range(2):  # a second try on a fresh server when the infrastructure failed

@@ -1,5 +1,8 @@
 """Reading a submitted notebook without trusting it: plain JSON, no nbformat validation, clear problems.
 
+The bytes come from `intake.read_notebook`: one bounded read of a regular file (never a
+link, FIFO or device), so what is parsed is what `grade` hashed.
+
 Only the code cells above nbgrader's first autograded test cell run: nbgrader
 scores each test cell with what the cells above it defined, and the generated
 test cells come last, so code a learner adds below them counts in neither grader.
@@ -16,7 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_NOTEBOOK_BYTES = 50 * 1024 * 1024
+from redis_workbook.grading import intake
+
 MAX_TEXT_SENT = 8 * 1024 * 1024  # larger notebooks reach the worker without their outputs
 _CLAIM = re.compile(r"""\b(?:self_check|require)\(\s*["']([0-9]{2}_[a-z_]+)["']""")
 
@@ -41,15 +45,9 @@ def load(path: Path, assignment: str | None = None, known: tuple[str, ...] = ())
     """Read `path`; when `assignment` is given, a notebook that says it is for another one is a problem."""
     sub = Submission(Path(path))
     try:
-        raw = sub.path.read_bytes()[:MAX_NOTEBOOK_BYTES + 1]
-    except FileNotFoundError:
-        others = sorted(p.name for p in sub.path.parent.glob("*.ipynb"))
-        sub.problem = f"No notebook named {sub.path.name} was submitted" + (
-            f" (the folder holds {', '.join(others)}: submit one notebook, named {sub.path.name})." if others
-            else ".")
-        return sub
-    except OSError as exc:
-        sub.problem = f"Your notebook {sub.path.name} could not be read ({exc.strerror})."
+        raw = intake.read_notebook(sub.path)  # never a link, FIFO or device; at most MAX_NOTEBOOK_BYTES
+    except intake.Refused as exc:
+        sub.problem = str(exc)
         return sub
     sub.problem = _parse(sub, raw)
     if sub.problem is None and assignment is not None:
@@ -59,9 +57,6 @@ def load(path: Path, assignment: str | None = None, known: tuple[str, ...] = ())
 
 def _parse(sub: Submission, raw: bytes) -> str | None:
     name = sub.path.name
-    if len(raw) > MAX_NOTEBOOK_BYTES:
-        return (f"Your notebook {name} is larger than {MAX_NOTEBOOK_BYTES // 1_000_000} MB: "
-                "clear its outputs and submit again.")
     if not raw.strip():
         return f"Your notebook {name} is empty ({len(raw)} bytes): save it in Jupyter and submit the saved file."
     try:
