@@ -23,6 +23,7 @@ instructor's folders are hidden from the learners' processes (see sandbox.py).
 Each notebook is read once at intake (intake.py: real folders and regular files
 only; a link, FIFO or device is graded 0 with a message); those bytes are hashed
 and a private copy of them is what pytest grades. OUT_DIR is created 0700.
+SIGTERM and Ctrl-C stop every grading process within seconds; a rerun resumes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
     known = points.assignments(grader)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends grade like Ctrl-C, at any point
     suite = None
     try:
         suite = Suite(grader, extra)
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print("Interrupted before any submission was graded.", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if suite is not None:
             suite.remove()
 
@@ -251,6 +255,8 @@ class Suite:
         checks = self.checks
         code = pytest.main([*modules, "--collect-only", "-p", "no:terminal", *self.pytest_options()],
                            plugins=[Collector()])
+        if code == pytest.ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not found:
             found.append(f"collecting {', '.join(modules)} failed (pytest exit code {int(code)})")
         return found
@@ -306,22 +312,33 @@ class Running:
         with self.lock:
             self.stopping.set()
             processes = list(self.processes)
-        for process in processes:
-            stop_group(process)
+        stop_groups(processes)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
     """SIGTERM the process group (pytest then stops its worker and Redis), SIGKILL it after `grace` seconds."""
+    stop_groups([process], grace)
+
+
+def stop_groups(processes: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """stop_group for many at once: every group gets SIGTERM together, so stopping N takes `grace`, not N times it."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
+        signalled = []
+        for process in processes:
+            try:
+                os.killpg(process.pid, sig)
+                signalled.append(process)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + wait
+        processes = []
+        for process in signalled:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                processes.append(process)
+        if not processes:
             return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class ClassRun:
@@ -341,22 +358,26 @@ class ClassRun:
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grading", unit="notebook",
                    file=sys.stderr, dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=self.jobs)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             futures = [pool.submit(self.grade_one, job) for job in todo]
             for future in as_completed(futures):
                 future.result()
                 bar.update(1)
         except KeyboardInterrupt:
-            self.running.stop_all()
-            pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
-            gradebook = write_gradebook(self.args_out())
+            # SIGTERM/Ctrl-C (run() turns SIGTERM into this): stop every grading process group at once, within
+            # stop_group's grace; a second signal meanwhile is ignored, so the cleanup finishes and the run resumes.
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                self.running.stop_all()
+                pool.shutdown(wait=True, cancel_futures=True)
+                bar.close()
+                gradebook = write_gradebook(self.args_out())
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             print(f"\nInterrupted. Rerun the same command to resume; the gradebook so far: {gradebook}",
                   file=sys.stderr)
             return 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         pool.shutdown(wait=True)
         bar.close()
         return self.summary(jobs, write_gradebook(self.args_out()))
