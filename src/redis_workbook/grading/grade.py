@@ -53,6 +53,7 @@ from redis_workbook.grading.results import (
     gradescope,
     private_dirs,
     status_of,
+    terminal_safe,
     write_gradebook,
     write_json_atomic,
     write_text_atomic,
@@ -469,9 +470,9 @@ class ClassRun:
         print(f"graded {len(statuses) - len(failed)} of {len(statuses)} submissions; gradebook: {gradebook}",
               file=sys.stderr)
         for (student, assignment), status in sorted(failed.items()):
-            print(f"  {student}/{assignment}: {status[:300]}", file=sys.stderr)
+            print(terminal_safe(f"  {student}/{assignment}: {status[:300]}"), file=sys.stderr)
         for warning in sorted(warnings):
-            print(f"warning: {warning}", file=sys.stderr)
+            print(terminal_safe(f"warning: {warning}"), file=sys.stderr)
         return 1 if failed else 0
 
 

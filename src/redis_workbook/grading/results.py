@@ -5,6 +5,9 @@ reason in the feedback, e.g. a notebook that is not valid JSON) or
 "not graded: <reason>" (the grader could not grade it, e.g. Redis died twice:
 the gradebook's score stays empty so it is never mistaken for a 0).
 
+Learner text (exception messages, prints, file and folder names) never reaches Markdown
+raw: it goes in code blocks it cannot close (`fenced`), titles are escaped (`md_escaped`),
+and gradebook cells that a spreadsheet would run as a formula are made text (`cell_safe`).
 Folders grading creates are private (0700); the files in them are readable (0644).
 """
 
@@ -14,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -55,6 +59,39 @@ def write_json_atomic(path: Path, data: object) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+# ---------------------------------------------------------------------------------------------- escaping
+def fenced(text: str) -> str:
+    """`text` as a Markdown code block it cannot close: the fence is one backtick longer than its longest run.
+
+    A backtick fence only ends at a line of at least as many backticks (tildes never end it), so
+    nothing inside, ``` or `</details>` or `# heading`, is read as Markdown or HTML.
+    """
+    fence = "`" * max(3, 1 + max(map(len, re.findall("`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def md_escaped(text: str) -> str:
+    """`text` (a student id, a folder name) as literal Markdown inline text: punctuation escaped, no line breaks."""
+    text = re.sub(r"[\x00-\x1f\x7f]", "\ufffd", text)
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def cell_safe(cell: object) -> str:
+    """A gradebook cell a spreadsheet shows as text: `=HYPERLINK(...)` becomes `'=HYPERLINK(...)`; numbers stay."""
+    cell = str(cell)
+    if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def terminal_safe(text: str) -> str:
+    """Learner text for the instructor's terminal: no escape sequences or carriage returns (tabs, newlines stay)."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "\ufffd", text)
+
+
 # ---------------------------------------------------------------------------------------------- check
 def check_report(results: dict) -> str:
     """The learner's self-check: notebook problems, then PASS/FAIL per test with points and message, a total."""
@@ -91,12 +128,13 @@ def gradescope(results: dict | None, status: str, meta: dict, max_score: float |
     """Gradescope's results.json; `extra_data.redis_workbook` holds what the gradebook and resume need."""
     extra = {"redis_workbook": {**meta, "status": status, "max_score": max_score}}
     if status != GRADED or results is None:
-        message = (f"Your submission was not graded: {status.split(': ', 1)[-1]}. This is a problem on the "
-                   "grading side, not in your notebook; your instructor will grade it again.")
-        return {"score": 0, "execution_time": 0, "output": message, "output_format": "md", "visibility": "visible",
-                "stdout_visibility": "hidden", "extra_data": extra,
+        reason = status.split(": ", 1)[-1]
+        message = ("Your submission was not graded. This is a problem on the grading side, not in your notebook; "
+                   "your instructor will grade it again. The reason:")
+        return {"score": 0, "execution_time": 0, "output": f"{message}\n\n{fenced(reason)}", "output_format": "md",
+                "visibility": "visible", "stdout_visibility": "hidden", "extra_data": extra,
                 "tests": [{"name": "grading", "score": 0, "max_score": max_score or 0, "status": "failed",
-                           "output": message, "output_format": "text", "visibility": "visible"}]}
+                           "output": f"{message} {reason}", "output_format": "text", "visibility": "visible"}]}
     notebook = results.get("notebook") or {}
     warnings = [*results.get("warnings", []), *(notebook.get("sandbox") or {}).get("warnings", [])]
     extra["redis_workbook"].update(score=results["score"], backend=results.get("backend"),
@@ -113,19 +151,20 @@ def gradescope(results: dict | None, status: str, meta: dict, max_score: float |
 
 
 def _summary(results: dict) -> str:
+    """Gradescope's top-level output (Markdown): the notebook's problems, each kind in a code block."""
     parts = []
     if results.get("submission_problem"):
-        parts.append(results["submission_problem"])
+        parts.append(fenced(results["submission_problem"]))
     problems = (results.get("notebook") or {}).get("problems") or []
     if problems:
-        parts.append("While running your notebook:\n" + "\n".join(f"- {p}" for p in problems))
+        parts.append("While running your notebook:\n\n" + fenced("\n".join(f"- {p}" for p in problems)))
     return "\n\n".join(parts)
 
 
 def feedback(gradescope_results: dict) -> str:
     """A Markdown page for the learner, from the results.json we write."""
     meta = gradescope_results["extra_data"]["redis_workbook"]
-    title = f"# {meta['assignment']}: feedback for {meta['student_id']}\n"
+    title = f"# {md_escaped(meta['assignment'])}: feedback for {md_escaped(meta['student_id'])}\n"
     if meta["status"] != GRADED:
         return title + f"\n**Not graded.** {gradescope_results['output']}\n"
     lines = [title, f"**Score: {format_points(meta['score'])} / {format_points(meta['max_score'])}**\n"]
@@ -136,13 +175,13 @@ def feedback(gradescope_results: dict) -> str:
         mark = "✅" if test["status"] == "passed" else "❌"
         lines.append(f"### {mark} {test['name']} ({format_points(test['score'])}/{format_points(test['max_score'])})\n")
         if test["output"] and test["output"] not in gradescope_results["output"]:  # not the whole-notebook problem
-            lines.append("```text\n" + test["output"].replace("```", "'''") + "\n```\n")
+            lines.append(fenced(test["output"]) + "\n")
     output = meta.get("output") or ""
     if output.strip():
         shown = output if len(output) <= OUTPUT_SHOWN else output[:OUTPUT_SHOWN // 2] + "\n...\n" + output[
             -OUTPUT_SHOWN // 2:]
         lines += ["<details><summary>What your notebook printed while it ran</summary>\n",
-                  "```text\n" + shown.replace("```", "'''") + "\n```\n", "</details>\n"]
+                  fenced(shown) + "\n", "</details>\n"]
     return "\n".join(lines)
 
 
@@ -170,7 +209,7 @@ def write_gradebook(out_dir: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=GRADEBOOK_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(gradebook_rows(out_dir))
+    writer.writerows({key: cell_safe(value) for key, value in row.items()} for row in gradebook_rows(out_dir))
     path = Path(out_dir) / "gradebook.csv"
     write_text_atomic(path, buffer.getvalue())
     return path
