@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -38,3 +39,34 @@ def wait_gone(pids: set[int], timeout: float = 20) -> list[str]:
     while (left := [pid for pid in pids if running(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return [f"{pid} {Path(f'/proc/{pid}/comm').read_text().strip()}" for pid in left if running(pid)]
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): with the pid, it names one process, never a reused pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class Descendants(threading.Thread):
+    """Every process below `pid` seen while it runs (polled from /proc), to prove none outlives it."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.seen, self.halt = pid, {}, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            for child in descendants(self.pid):
+                if child not in self.seen and (started := start_time(child)) is not None:
+                    self.seen[child] = started
+            time.sleep(0.05)
+
+    def survivors(self, timeout: float = 5) -> list[str]:
+        """Stop watching; 'pid name' of the seen processes still running after `timeout` seconds."""
+        self.halt.set()
+        self.join()
+        same = {pid for pid, started in self.seen.items() if start_time(pid) == started}
+        return wait_gone(same, timeout)
