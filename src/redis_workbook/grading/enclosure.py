@@ -35,10 +35,10 @@ class Enclosure:
     """What surrounds one submission: a private folder, the gateway's sockets in it, the resource box."""
 
     def __init__(self, limits: sandbox.Limits, mode: str | None = None) -> None:
-        best, why = sandbox.mode()
-        self.mode = mode or best
-        if self.mode != "none" and sandbox.MODES.index(self.mode) < sandbox.MODES.index(best):
-            raise SandboxUnavailable(f"the {self.mode} sandbox is not possible here: {why or 'not root'}")
+        """`mode`: one of sandbox.MODES, as `grade` found it once for the class; None: find the strongest."""
+        if mode not in (None, *sandbox.MODES):
+            raise SandboxUnavailable(f"sandbox mode must be one of {', '.join(sandbox.MODES)}, got {mode!r}")
+        self.mode = mode or sandbox.mode()[0]
         self.folder = Path(tempfile.mkdtemp(prefix="rw-submission-"))  # 0700; short: socket paths have 108 bytes
         self.sockets = self.folder / "sockets"  # the only folder of the grader's that the notebook sees
         self.sockets.mkdir(mode=0o755)

@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--call-timeout", type=float, default=defaults.call_timeout,
                         help="seconds per call into a notebook")
     parser.add_argument("--memory-mb", type=int, default=defaults.limits.memory_mb,
-                        help="memory (address space) of a notebook's process")
+                        help="memory (address space) of each notebook process; its cgroup box adds its Redis servers")
     parser.add_argument("--submission-timeout", type=float, default=defaults.budget,
                         help="seconds the learner's code of one submission may take in all, cells and calls "
                              "together (the grader's own work gets a fixed grace on top)")

@@ -60,7 +60,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds for all of the notebook's cells")
     group.addoption("--call-timeout", type=float, default=defaults.call_timeout, help="seconds per call into it")
     group.addoption("--memory-mb", type=int, default=defaults.limits.memory_mb,
-                    help="memory of the whole submission (its processes and its own Redis)")
+                    help="memory (address space) of each notebook process; its cgroup box adds its Redis servers")
     group.addoption("--submission-timeout", type=float, default=defaults.budget,
                     help="seconds the learner's code may take in all (cells and calls together)")
     group.addoption("--sandbox", choices=sandbox.MODES,
