@@ -90,6 +90,29 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+# Reads until its starter's end of the pipe closes (it exited or was killed), then removes a folder; and
+# cgroups, once their processes are gone: it kills what is left in them, a few tries.
+REAPER = ('cat >/dev/null; rm -rf -- "$0"; for i in 1 2 3 4 5 6 7 8 9 10; do '
+          'for g in "$@"; do [ -f "$g/cgroup.procs" ] && kill -9 $(cat "$g/cgroup.procs") 2>/dev/null; done; '
+          'rmdir -- "$@" 2>/dev/null; [ -e "$1" ] || exit 0; sleep 0.5; done')
+
+
+def reap_when_gone(folder: Path, groups: list[Path] = ()) -> subprocess.Popen:  # type: ignore[assignment]
+    """A process that removes `folder` (and the cgroups) once this process has exited, however it ended."""
+    return subprocess.Popen(["sh", "-c", REAPER, str(folder), *map(str, groups)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_reaper(reaper: subprocess.Popen) -> None:
+    """Let the reaper do its work now (this process cleaned up already) and wait for it."""
+    if reaper.stdin is not None:
+        reaper.stdin.close()
+    try:
+        reaper.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+
+
 class EmbeddedRedis:
     """One private redis-server process. Use as a context manager or call start()/stop()."""
 
@@ -104,6 +127,7 @@ class EmbeddedRedis:
         self.parent = parent
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
+        self.reaper: subprocess.Popen | None = None
         self.start_seconds: float | None = None
 
     @property
@@ -130,6 +154,7 @@ class EmbeddedRedis:
             return self
         files = find_server_files()
         self.workdir = Path(tempfile.mkdtemp(prefix="redis-workbook-", dir=self.parent))
+        self.reaper = reap_when_gone(self.workdir)  # its files go even if this process is killed
         started = time.perf_counter()
         self.process = subprocess.Popen(
             self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -189,6 +214,9 @@ class EmbeddedRedis:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self.reaper is not None:
+            stop_reaper(self.reaper)
+            self.reaper = None
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

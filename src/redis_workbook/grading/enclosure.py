@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -18,15 +17,9 @@ from pathlib import Path
 from redis_workbook.grading import sandbox
 from redis_workbook.grading.box import Box
 from redis_workbook.grading.gateway import Gateway
+from redis_workbook.server import reap_when_gone, stop_reaper
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# Reads until the grader's end of the pipe closes (it exited or was killed), then cleans up.
-# The box's cgroups can go once their processes are gone: kill what is left, a few tries.
-REAPER = ('cat >/dev/null; rm -rf -- "$0"; for i in 1 2 3 4 5 6 7 8 9 10; do '
-          'for g in "$@"; do [ -f "$g/cgroup.procs" ] && kill -9 $(cat "$g/cgroup.procs") 2>/dev/null; done; '
-          'rmdir -- "$@" 2>/dev/null; [ -e "$1" ] || exit 0; sleep 0.5; done')
-
-
 class SandboxUnavailable(Exception):
     """The sandbox mode asked for is not possible on this machine."""
 
@@ -66,19 +59,3 @@ class Enclosure:
         self.box.close()
         shutil.rmtree(self.folder, ignore_errors=True)
         stop_reaper(self.reaper)
-
-
-def reap_when_gone(folder: Path, groups: list[Path] = ()) -> subprocess.Popen:  # type: ignore[assignment]
-    """A process that removes `folder` (and the cgroups) once this process has exited, however it ended."""
-    return subprocess.Popen(["sh", "-c", REAPER, str(folder), *map(str, groups)], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop_reaper(reaper: subprocess.Popen) -> None:
-    """Let the reaper do its work now (this process cleaned up already) and wait for it."""
-    if reaper.stdin is not None:
-        reaper.stdin.close()
-    try:
-        reaper.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        reaper.kill()

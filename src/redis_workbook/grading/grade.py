@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redis_workbook.grading import backends, intake, points, remote, sandbox
-from redis_workbook.grading.enclosure import reap_when_gone, stop_reaper
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
@@ -58,6 +57,7 @@ from redis_workbook.grading.results import (
     write_json_atomic,
     write_text_atomic,
 )
+from redis_workbook.server import reap_when_gone, stop_reaper
 
 PRIVATE_PREFIX = "redis-workbook-grade-"
 LOG_TAIL = 3000
