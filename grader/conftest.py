@@ -1,7 +1,8 @@
 """Grader-only fixtures. `nb`, `r` and `redis_url` come from the grading plugin.
 
-The product catalogue is loaded with the package's own schema and loader, so the
-03, 04 and 06 checks do not depend on the learner's notebook-02 code. It uses a
+The product catalogue is loaded with the grader's reference schema and loader
+(reference.py), so the 03, 04 and 06 checks do not depend on the learner's
+notebook-02 code. It uses a
 FLAT (exact) index: the expected answers are exact cosine rankings from numpy,
 and an approximate HNSW index could legitimately differ from them.
 """
@@ -19,13 +20,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import ta` whatever pytest's import mode
 
+import reference  # noqa: E402
 from ta import Catalog, ShippedModel  # noqa: E402
 
 from redis_workbook import datasets  # noqa: E402
 from redis_workbook.embeddings import HashingEmbedder  # noqa: E402
-from redis_workbook.loading import load_hashes  # noqa: E402
 from redis_workbook.openai_server import OpenAIServer  # noqa: E402
-from redis_workbook.schema import create_index, product_index  # noqa: E402
 from redis_workbook.server import EmbeddedRedis, find_server_files  # noqa: E402
 
 pytest_plugins = ["redis_workbook.grading.plugin"]
@@ -41,8 +41,7 @@ def shipped_products() -> Catalog:
 @pytest.fixture
 def catalog(r: redis.Redis, shipped_products: Catalog) -> Catalog:
     """The products in Redis as notebook 02 leaves them: `product:<id>` hashes and `idx:products` (FLAT)."""
-    create_index(r, product_index(shipped_products.vectors.shape[1], "FLAT"))
-    load_hashes(r, "product:", shipped_products.products, shipped_products.vectors, progress=False)
+    reference.load_catalog(r, shipped_products.products, shipped_products.vectors)
     return shipped_products
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import redis
+from reference import search_module_version as reference_version
 from ta import call, fail, show
-
-from redis_workbook.connection import loaded_search_version
 
 
 def check_version(got: object, want: int, what: str, hint: str = "") -> None:
@@ -19,7 +18,7 @@ def check_version(got: object, want: int, what: str, hint: str = "") -> None:
 
 
 def test_search_module_version_is_the_loaded_version(nb, r: redis.Redis) -> None:
-    want = loaded_search_version(r)
+    want = reference_version(r)
     assert want is not None, "the grader's Redis has no search module"
     check_version(call("search_module_version(r)", nb.search_module_version, r), want, "search_module_version(r)")
 
@@ -28,7 +27,7 @@ def test_search_module_version_with_resp2_client(nb, redis_url: str) -> None:
     """RESP2 replies are flat lists where RESP3 gives maps: the function must read both."""
     resp2 = redis.Redis.from_url(redis_url, protocol=2)
     try:
-        want = loaded_search_version(resp2)
+        want = reference_version(resp2)
         got = call("search_module_version(r) with a RESP2 client", nb.search_module_version, resp2)
     finally:
         resp2.close()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import redis
 from redis.commands.search.query import Query
+from reference import load_products, product_index
 from ta import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot
 
-from redis_workbook.loading import load_hashes
 from redis_workbook.report import as_text, ft_info, index_report
-from redis_workbook.schema import create_index, product_index
+from redis_workbook.schema import create_index
 
 DIM = 384
 
@@ -112,7 +112,7 @@ def test_create_product_index_matches_the_schema(nb, r: redis.Redis, shipped_pro
     if "idx:products" not in index_names(r):
         fail("No index named `idx:products` exists after `create_product_index(r, 384)`.", expected="idx:products",
              got=sorted(index_names(r)), hint="FT.CREATE idx:products ON HASH PREFIX 1 product: SCHEMA ...")
-    load_hashes(r, "product:", shipped_products.products[:20], shipped_products.vectors[:20], progress=False)
+    load_products(r, shipped_products.products[:20], shipped_products.vectors[:20])
     report = index_report(r, "idx:products", "product:")
     if report.num_docs != 20 or report.failures:
         fail("After loading 20 products into your index, Redis does not index them all.",
@@ -136,7 +136,7 @@ def test_create_product_index_flat_with_custom_name_and_prefix(nb, r: redis.Redi
 
 def test_create_product_index_leaves_an_existing_index_alone(nb, r: redis.Redis, shipped_products: Catalog) -> None:
     create_index(r, product_index(DIM, "FLAT"))
-    load_hashes(r, "product:", shipped_products.products[:5], shipped_products.vectors[:5], progress=False)
+    load_products(r, shipped_products.products[:5], shipped_products.vectors[:5])
     again = call(f"create_product_index(r, {DIM}) when idx:products exists", nb.create_product_index, r, DIM)
     if again is not False:
         fail("When an index of that name already exists, `create_product_index` must return False.",
@@ -163,7 +163,7 @@ def test_category_tag_keeps_commas(nb, r: redis.Redis, shipped_products: Catalog
     """A category such as 'Clothing, Shoes & Jewelry' must stay one tag, or no filter can match it."""
     call(f"create_product_index(r, {DIM})", nb.create_product_index, r, DIM)
     product = next(p for p in shipped_products.products if "," in p["category"])
-    load_hashes(r, "product:", [product], shipped_products.vector(product["id"])[None, :], progress=False)
+    load_products(r, [product], shipped_products.vector(product["id"])[None, :])
     escaped = "".join("\\" + ch if not ch.isalnum() else ch for ch in product["category"])
     found = r.ft("idx:products").search(Query(f"@category:{{{escaped}}}").dialect(2)).total
     if found != 1:

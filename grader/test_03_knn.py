@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import redis
+from reference import load_products, product_index
 from ta import Catalog, call, check_ranked, close, fail, recorded_commands, searches, show, wait_indexed
 
-from redis_workbook.loading import load_hashes
-from redis_workbook.schema import create_index, product_index
+from redis_workbook.schema import create_index
 
 
 def blend(catalog: Catalog) -> np.ndarray:
@@ -42,7 +42,7 @@ def test_knn_search_returns_k_beyond_ten(nb, r: redis.Redis, catalog: Catalog) -
 def test_knn_search_returns_fewer_when_the_index_holds_fewer(nb, r: redis.Redis, shipped_products: Catalog) -> None:
     create_index(r, product_index(384, "FLAT", name="idx:knn-small", prefix="knn-small:"))
     small = Catalog(shipped_products.products[:3], shipped_products.vectors[:3])
-    load_hashes(r, "knn-small:", small.products, small.vectors, progress=False)
+    load_products(r, small.products, small.vectors, prefix="knn-small:")
     query = shipped_products.vectors[3]
     what = "knn_search(r, query, k=5, index_name='idx:knn-small')"
     got = call(what, nb.knn_search, r, query, k=5, index_name="idx:knn-small")
