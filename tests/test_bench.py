@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import redis
 
-from redis_workbook import cli, load_hashes, perf
+from redis_workbook import cli, perf
 from redis_workbook.bench import TARGETS
+from redis_workbook.loading import write_hashes
 from redis_workbook.report import ft_info
 from redis_workbook.schema import create_index
 
@@ -101,12 +102,11 @@ def test_exact_top_k_matches_a_plain_sort() -> None:
     assert np.array_equal(perf.numpy_knn(matrix, queries[7], k=5), expected[7])
 
 
-def test_recall_at_k() -> None:
-    assert perf.recall_at_k(["1", "2", "3"], ["3", "4", "1", "9"]) == 0.5
-    assert perf.recall_at_k([], [1, 2]) == 0.0
-    assert perf.mean_recall([[1, 2], [3, 4]], [[1, 2], [3, 5]]) == 0.75
-    with pytest.raises(ValueError, match="exact_ids must not be empty"):
-        perf.recall_at_k([1], [])
+def test_a_run_s_recall_is_the_share_of_the_exact_top_k_found() -> None:
+    run = perf.QueryRun([0.001, 0.001], [[1, 2, 7], [3, 4]])  # the second query found fewer than k
+    assert run.recall(np.array([[1, 2, 3], [3, 5, 6]])) == 3 / 6
+    with pytest.raises(ValueError, match="one row of row numbers per query"):
+        run.recall(np.array([[1, 2, 3]]))
 
 
 @pytest.mark.parametrize("algorithm", ["HNSW", "FLAT"])
@@ -187,7 +187,7 @@ def test_fast_path_stores_what_redis_py_hset_stores(r: redis.Redis) -> None:
     records = [{"id": "1", "name": "Café crème ☕", "price": 3.5, "stock": 12, "raw": b"\x00\xffbin", 7: "int name"},
                {"id": "2", "name": "", "price": 1e-7, "stock": -3, "raw": b"", 7: "x"}]
     matrix = perf.unit_vectors(2, 4)
-    load_hashes(r, "fast:", records, matrix, progress=False)
+    write_hashes(r, [f"fast:{record['id']}" for record in records], records, matrix, progress=False)
     for record, row in zip(records, matrix):
         r.hset(f"slow:{record['id']}", mapping={**record, "embedding": row.tobytes()})
         assert r.hgetall(f"fast:{record['id']}") == r.hgetall(f"slow:{record['id']}")
@@ -197,19 +197,16 @@ def test_fast_path_raises_redis_errors_and_keeps_the_client_usable(redis_server,
     r.set("p:2", "a string, not a hash")
     records = [{"id": str(i)} for i in range(5)]
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        load_hashes(r, "p:", records, perf.unit_vectors(5, 4), batch_size=2)
+        write_hashes(r, [f"p:{i}" for i in range(5)], records, perf.unit_vectors(5, 4), batch_size=2)
     assert r.ping() and r.exists("p:0", "p:1") == 2
     single = redis_server.client(single_connection_client=True)
-    assert load_hashes(single, "q:", records, perf.unit_vectors(5, 4), batch_size=3) == 5
+    write_hashes(single, [f"q:{i}" for i in range(5)], records, perf.unit_vectors(5, 4), batch_size=3)
     assert single.ping() and r.exists(*[f"q:{i}" for i in range(5)]) == 5
     single.close()
 
 
-def test_fast_path_refuses_a_non_client_before_writing() -> None:
-    with pytest.raises(TypeError, match="r must be a redis.Redis client"):
-        load_hashes(object(), "p:", [{"id": "1"}], [[1.0, 2.0]])  # type: ignore[arg-type]
-
-
 def test_loader_progress_bar_counts_every_document(r: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    load_hashes(r, "bar:", perf.bench_records(1234), perf.unit_vectors(1234, 4), progress=True, batch_size=500)
+    records = perf.bench_records(1234)
+    write_hashes(r, [f"bar:{record['id']}" for record in records], records, perf.unit_vectors(1234, 4), progress=True,
+                 batch_size=500)
     assert "1234/1234" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from redis.retry import Retry
 from testcontainers.core.config import ConnectionMode
 from testcontainers.core.config import testcontainers_config as tc_config
 
-from redis_workbook import containers, load_hashes
+from redis_workbook import containers
 from redis_workbook.containers import (
     DEFAULT_IMAGE,
     IMAGE_ENV,
@@ -45,7 +45,8 @@ from redis_workbook.containers import (
 from redis_workbook.docker_image import REDIS_LOCAL_TAG, build_image, redis_recipe
 from redis_workbook.dockerd import PrivateDockerd
 from redis_workbook.errors import RedisUnavailable
-from redis_workbook.schema import create_index, product_index
+from redis_workbook.loading import write_hashes
+from redis_workbook.schema import IndexSpec, create_index, vector_field
 
 CONVENTIONS = ["redis", "redis-stack"]
 MODULE_DIRS = {"redis": "/usr/local/lib/redis/modules/", "redis-stack": "/opt/redis-stack/lib/"}
@@ -72,11 +73,11 @@ def test_container_serves_knn_queries(docker_engine: DockerEngine, convention: s
         modules = {m[b"name"]: m[b"path"].decode() for m in r.execute_command("MODULE", "LIST")}
         # The image's own entrypoint loaded the module from its own folder: the options did not replace it.
         assert modules[b"search"].startswith(MODULE_DIRS[convention])
-        assert create_index(r, product_index(8))
+        assert create_index(r, IndexSpec("idx:products", "product:", (vector_field(8),)))
         vectors = np.random.default_rng(7).normal(size=(20, 8)).astype(np.float32)
         records = [{"id": str(i), "name": f"item {i}", "description": "", "category": "Audio", "price": float(i)}
                    for i in range(20)]
-        assert load_hashes(r, "product:", records, vectors, progress=False) == 20
+        write_hashes(r, [f"product:{i}" for i in range(20)], records, vectors, progress=False)
         target = 13
         nearby = vectors[target] + np.float32(0.01) * vectors[5]
         assert knn_ids(r, nearby, 3)[0] == f"product:{target}"

@@ -9,10 +9,8 @@ import pytest
 import redis
 from redis.commands.search.query import Query
 
-from redis_workbook import datasets, load_hashes
+from redis_workbook import datasets
 from redis_workbook.embeddings import LocalEmbedder
-from redis_workbook.schema import create_index, product_index
-from redis_workbook.vectors import to_bytes
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +50,10 @@ def test_shipped_vectors_are_fresh_and_match_the_local_model(name: str, local: L
 
 def test_a_headphone_query_finds_audio_products_first(r: redis.Redis, local: LocalEmbedder) -> None:
     products = datasets.products()
-    create_index(r, product_index(local.dim))
-    load_hashes(r, "product:", products, datasets.embeddings("products", local))
+    assert datasets.load_catalog(r, local) == len(products)
     query = Query("*=>[KNN 5 @embedding $v AS d]").sort_by("d").return_fields("category", "d").dialect(2)
-    docs = r.ft("idx:products").search(query, {"v": to_bytes(local.embed(["headphones for music"])[0])}).docs
+    vector = local.embed(["headphones for music"])[0].astype("<f4")
+    docs = r.ft("idx:products").search(query, {"v": vector.tobytes()}).docs
     assert [d.category for d in docs[:3]] == ["Audio"] * 3
 
 

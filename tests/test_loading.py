@@ -1,16 +1,23 @@
-"""Schemas, the bulk loader and index_report against the real query engine."""
+"""The catalogue of notebooks 03-06, the streaming writer and index_report against the real query engine."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 from redis.commands.search.query import Query
 
-from redis_workbook import index_report, load_hashes
+from redis_workbook import datasets, index_report
+from redis_workbook.embeddings import HashingEmbedder
+from redis_workbook.loading import write_hashes
 from redis_workbook.report import ft_info, vector_dims
-from redis_workbook.schema import create_index, product_index
-from redis_workbook.vectors import from_bytes, to_bytes
+from redis_workbook.schema import create_index, vector_field
+from redis_workbook.vectors import from_bytes
+
+GRADER = Path(__file__).resolve().parents[1] / "grader"
 
 PRODUCTS = [
     {"id": "1", "name": "Over-ear headphones", "description": "closed back", "category": "Audio", "price": 99.5},
@@ -19,72 +26,72 @@ PRODUCTS = [
 ]
 
 
+def reference():  # noqa: ANN201 - the grader's module, loaded by path (grader/ is not a package)
+    spec = importlib.util.spec_from_file_location("grader_reference", GRADER / "reference.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def product_index(dim: int):  # noqa: ANN201
+    return reference().product_index(dim)
+
+
 def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
 
 
-def test_product_index_matches_the_contract(r: redis.Redis) -> None:
-    assert create_index(r, product_index(8)) is True
-    assert create_index(r, product_index(8)) is False
-    info = ft_info(r, "idx:products")
-    kinds = {a[b"attribute"].decode(): a[b"type"].decode() for a in info["attributes"]}
-    assert kinds == {"name": "TEXT", "description": "TEXT", "category": "TAG", "price": "NUMERIC",
-                     "embedding": "VECTOR"}
-    vector = next(a for a in info["attributes"] if a[b"type"] == b"VECTOR")
-    assert (vector[b"algorithm"], vector[b"dim"], vector[b"distance_metric"], vector[b"M"],
-            vector[b"ef_construction"]) == (b"HNSW", 8, b"COSINE", 16, 200)
-    assert vector_dims(info) == {"embedding": 8}
+def keys(prefix: str, records: list[dict]) -> list[str]:
+    return [f"{prefix}{record['id']}" for record in records]
 
 
-def test_flat_and_unknown_algorithms(r: redis.Redis) -> None:
-    assert create_index(r, product_index(4, "flat", name="idx:flat"))
+def test_load_catalog_builds_what_the_grader_checks_against(r: redis.Redis) -> None:
+    """datasets.load_catalog and the grader's reference product index are one schema, and the catalogue is whole."""
+    embedder = HashingEmbedder(384)
+    assert datasets.load_catalog(r, embedder) == len(datasets.products())
+    create_index(r, reference().product_index(384, name="idx:reference"))
+    assert ft_info(r, "idx:products")["attributes"] == ft_info(r, "idx:reference")["attributes"]
+    stored = r.hgetall("product:" + datasets.products()[3]["id"])
+    want = np.asarray(datasets.embeddings("products", embedder)[3], dtype="<f4")
+    assert np.array_equal(from_bytes(stored[b"embedding"]), want)
+    assert datasets.load_catalog(r, embedder) == len(datasets.products())  # again: same index, same documents
+
+
+def test_load_catalog_refuses_an_index_of_another_dim(r: redis.Redis) -> None:
+    create_index(r, reference().product_index(1536))
+    with pytest.raises(ValueError, match=r"DIM 1536 .*\(FT.DROPINDEX idx:products\)"):
+        datasets.load_catalog(r, HashingEmbedder(384))
+
+
+def test_flat_and_unknown_algorithms() -> None:
+    assert vector_field(4, "flat").args[0] == "VECTOR"
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        product_index(4, "IVF")
+        vector_field(4, "IVF")
     with pytest.raises(ValueError, match="dim must be a positive int"):
-        product_index(0)
+        vector_field(0)
 
 
-def test_load_hashes_writes_fields_and_exact_vector_bytes(r: redis.Redis) -> None:
+def test_write_hashes_writes_fields_and_exact_vector_bytes(r: redis.Redis) -> None:
     create_index(r, product_index(8))
     matrix = vectors(3)
-    assert load_hashes(r, "product:", PRODUCTS, matrix, batch_size=2) == 3
+    assert write_hashes(r, keys("product:", PRODUCTS), PRODUCTS, matrix, batch_size=2) is None
     stored = r.hgetall("product:11")
     assert stored[b"category"] == b"Audio" and stored[b"price"] == b"59.0" and stored[b"id"] == b"11"
     assert np.array_equal(from_bytes(stored[b"embedding"]), matrix[2])
     result = r.ft("idx:products").search(
-        Query("*=>[KNN 2 @embedding $v AS d]").sort_by("d").dialect(2), {"v": to_bytes(matrix[2])})
+        Query("*=>[KNN 2 @embedding $v AS d]").sort_by("d").dialect(2), {"v": matrix[2].tobytes()})
     assert result.docs[0].id == "product:11"
 
 
-@pytest.mark.parametrize("embeddings, message", [
-    (vectors(2), "len\\(records\\) is 3 but there are 2"),
-    (np.vstack([vectors(2), [[np.nan] * 8]]), "row 2 contains NaN or inf"),
-    (np.vstack([vectors(2), [[np.inf] * 8]]), "row 2 contains NaN or inf"),
-    (vectors(3, dim=4), "rows have 4 values but the index expects dim=8"),
-    ([[0.0] * 8, [0.0] * 8, [0.0] * 7], "2-D array of numbers"),
-])
-def test_bad_input_is_refused_before_any_write(r: redis.Redis, embeddings: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        load_hashes(r, "product:", PRODUCTS, embeddings, dim=8)
-    assert r.dbsize() == 0
-
-
-def test_duplicate_or_missing_ids_are_refused(r: redis.Redis) -> None:
-    with pytest.raises(ValueError, match="duplicate"):
-        load_hashes(r, "p:", [PRODUCTS[0], PRODUCTS[0]], vectors(2))
-    with pytest.raises(ValueError, match="has no 'id'"):
-        load_hashes(r, "p:", [{"name": "x"}], vectors(1))
+def test_write_hashes_refuses_what_does_not_pair_up(r: redis.Redis) -> None:
+    with pytest.raises(ValueError, match="3 keys, 3 records and 2 vectors"):
+        write_hashes(r, keys("p:", PRODUCTS), PRODUCTS, vectors(2))
     with pytest.raises(ValueError, match="batch_size"):
-        load_hashes(r, "p:", PRODUCTS, vectors(3), batch_size=0)
+        write_hashes(r, keys("p:", PRODUCTS), PRODUCTS, vectors(3), batch_size=0)
     assert r.dbsize() == 0
 
 
-def test_to_bytes_checks_width_and_values() -> None:
-    assert len(to_bytes([1, 2, 3], 3)) == 12
-    with pytest.raises(ValueError, match="dim=4"):
-        to_bytes([1, 2, 3], 4)
-    with pytest.raises(ValueError, match="NaN or inf"):
-        to_bytes([1, float("nan")], 2)
+def test_from_bytes_names_mangled_bytes() -> None:
     with pytest.raises(ValueError, match="not a whole number of float32"):
         from_bytes(b"\x00" * 6)
 
@@ -100,7 +107,7 @@ def test_index_report_explains_each_problem(r: redis.Redis) -> None:
     assert "6144 bytes" in str(broken) and "DIM 384" in str(broken)
     r.flushall()
     create_index(r, product_index(384))
-    load_hashes(r, "product:", PRODUCTS, vectors(3, dim=384))
+    write_hashes(r, keys("product:", PRODUCTS), PRODUCTS, vectors(3, dim=384))
     healthy = index_report(r, "idx:products")
     assert healthy.ok and healthy.num_docs == 3 and "Looks healthy" in str(healthy)
 

@@ -1,7 +1,10 @@
 """redis-workbook: the helper package behind the vector-search-on-Redis workbook.
 
 The notebooks use it for setup chores (finding Redis, embeddings, shipped data,
-bulk loading) and leave the Redis commands themselves in plain sight.
+the product catalogue of notebooks 03-06) and leave the Redis commands themselves
+in plain sight. It holds no answer to an exercise: every function a notebook asks
+for is written by the learner, and the grader keeps its reference copies outside
+this package (grader/reference.py).
 """
 
 from redis_workbook.connection import connect, redis_url
@@ -18,13 +21,12 @@ from redis_workbook.errors import (
     SearchModuleMissing,
     WorkbookError,
 )
-from redis_workbook.loading import load_hashes
 from redis_workbook.report import index_report
 from redis_workbook.server import EmbeddedRedis
 
 __all__ = [
     "EmbeddedRedis", "EmbeddedServerUnavailable", "Embedder", "HashingEmbedder", "LocalEmbedder",
     "OpenAIEmbedder", "RedisUnavailable", "SearchModuleMissing", "WorkbookError", "connect",
-    "default_embedder", "index_report", "load_hashes", "redis_url",
+    "default_embedder", "index_report", "redis_url",
 ]
 __version__ = "0.1.0"

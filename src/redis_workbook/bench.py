@@ -23,7 +23,6 @@ import numpy as np
 import redis
 
 from redis_workbook import perf
-from redis_workbook.connection import loaded_search_version
 from redis_workbook.schema import IndexSpec
 from redis_workbook.server import EmbeddedRedis
 
@@ -47,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, help=f"KNN queries to time (default {FULL['queries']:,})")
     parser.add_argument("--naive-n", type=int, dest="naive_n",
                         help="vectors for the one-HSET-per-round-trip peer (default "
-                             f"{FULL['naive_n']:,}); its rate is compared with load_hashes on the same vectors")
+                             f"{FULL['naive_n']:,}); its rate is compared with write_hashes on the same vectors")
     parser.add_argument("--data", choices=perf.DATA_KINDS, default="embedding-like",
                         help="embedding-like (spectrum of real sentence embeddings, default) or iid (worst case)")
     parser.add_argument("--seed", type=int, default=0)
@@ -148,7 +147,7 @@ class Bench:
         return result
 
     def peers(self, algorithm: str, bulk: perf.LoadResult) -> dict[str, float]:
-        """RedisVL on all vectors; the naive loop on naive_n, against load_hashes on those same vectors.
+        """RedisVL on all vectors; the naive loop on naive_n, against write_hashes on those same vectors.
 
         Each load gets an index of its own and nothing is dropped until the end: dropping an index
         frees it on a background thread and wakes the fork GC, which would steal CPU from the next load.
@@ -159,7 +158,7 @@ class Bench:
         redisvl = self.load(spec("redisvl"), "redisvl", self.plan.n, "RedisVL SearchIndex.load")
         m = self.plan.naive_n
         naive = self.load(spec("naive"), "naive", m, "one HSET per round trip")
-        same = bulk if m == self.plan.n else self.load(spec("subset"), "bulk", m, "load_hashes (the naive's vectors)")
+        same = bulk if m == self.plan.n else self.load(spec("subset"), "bulk", m, "write_hashes (the naive's vectors)")
         return {"redisvl_per_s": redisvl.per_s, "vs_redisvl": bulk.per_s / redisvl.per_s,
                 "naive_per_s": naive.per_s, "naive_n": m, "naive_bulk_per_s": same.per_s,
                 "vs_naive": same.per_s / naive.per_s}
@@ -168,7 +167,7 @@ class Bench:
         r, plan, data = self.r, self.plan, self.data
         spec = perf.bench_index(plan.dim, "HNSW", "bench")
         before = perf.used_memory(r)
-        bulk = self.load(spec, "bulk", plan.n, "load_hashes")
+        bulk = self.load(spec, "bulk", plan.n, "write_hashes")
         memory = perf.memory_report(r, spec, plan.n, plan.dim, before)
         self.say("KNN latency and recall as EF_RUNTIME grows...")
         sweep = perf.recall_sweep(r, spec, data.queries, data.exact)
@@ -198,7 +197,7 @@ class Bench:
     def flat(self) -> dict[str, object]:
         """FLAT: exact search, and a load where Redis does little, so the loaders' own cost shows."""
         spec = perf.bench_index(self.plan.dim, "FLAT", "bench")
-        bulk = self.load(spec, "bulk", self.plan.n, "load_hashes")
+        bulk = self.load(spec, "bulk", self.plan.n, "write_hashes")
         self.say("FLAT KNN latency...")
         run = perf.time_queries(self.r, spec, self.data.queries)
         peers = self.peers("FLAT", bulk)
@@ -217,12 +216,11 @@ def met(value: float, op: str, threshold: float) -> bool:
 
 def machine(r: redis.Redis) -> dict[str, object]:
     """What the figures were measured on."""
-    search = loaded_search_version(r) or 0
     return {
         "os": os_name(), "python": platform.python_version(), "cpus": os.cpu_count(),
         "memory_gib": round(memory_gib(), 1), "cpu": cpu_model(),
         "redis": r.info("server")["redis_version"],
-        "search": f"{search // 10000}.{search // 100 % 100}.{search % 100}",
+        "search": str(r.info("modules").get("search_version", "?")),  # INFO's own dotted string
         "redis_py": metadata.version("redis"), "numpy": np.__version__, "redisvl": package_version("redisvl"),
     }
 
@@ -277,7 +275,7 @@ def report(res: dict) -> str:  # type: ignore[type-arg]
 
 
 def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[type-arg]
-    naive_note = (f"on {res['load_naive_n']:,} of {res['n']:,} vectors, against load_hashes on the same ones "
+    naive_note = (f"on {res['load_naive_n']:,} of {res['n']:,} vectors, against write_hashes on the same ones "
                   f"({res['load_naive_bulk_vectors_per_s']:,.0f}/s); the full set would take about "
                   f"{res['n'] / res['load_naive_vectors_per_s']:,.0f} s this way"
                   if res["load_naive_n"] < res["n"] else "all vectors")
@@ -285,7 +283,7 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
         ("server_start_s", f"{res['server_start_s']:.3f} s",
          "embedded redis-server, process start to PONG, median of 5"),
         ("load_vectors_per_s", f"{res['load_vectors_per_s']:,.0f} /s",
-         f"load_hashes into HASH + HNSW; Redis's main thread was busy {res['load_server_cpu_share']:.0%} of the "
+         f"write_hashes into HASH + HNSW; Redis's main thread was busy {res['load_server_cpu_share']:.0%} of the "
          f"time, indexing {res['load_indexing_share']:.0%}; Python {res['load_client_cpu_share']:.0%}"),
         ("load_vs_redisvl", f"{res['load_vs_redisvl']:.2f}x",
          f"RedisVL SearchIndex.load: {res['load_redisvl_vectors_per_s']:,.0f} /s"),
@@ -298,7 +296,7 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
          f"RedisVL SearchIndex.load: {res['flat_load_redisvl_vectors_per_s']:,.0f} /s"),
         ("flat_load_vs_naive", f"{res['flat_load_vs_naive']:.2f}x",
          f"one HSET per round trip: {res['flat_load_naive_vectors_per_s']:,.0f} /s "
-         f"(load_hashes on the same vectors: {res['flat_load_naive_bulk_vectors_per_s']:,.0f} /s)"),
+         f"(write_hashes on the same vectors: {res['flat_load_naive_bulk_vectors_per_s']:,.0f} /s)"),
         ("knn_p50_ms", f"{res['knn_p50_ms']:.3f} ms",
          f"HNSW, EF_RUNTIME {res['knn_ef_runtime']} (the smallest with recall >= {perf.RECALL_TARGET}); "
          f"default EF_RUNTIME {res['knn_default_ef_runtime']}: {res['knn_default_p50_ms']:.3f} ms"),

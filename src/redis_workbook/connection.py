@@ -12,7 +12,6 @@ import re
 import redis
 
 from redis_workbook.errors import RedisUnavailable, SearchModuleMissing
-from redis_workbook.report import as_text
 from redis_workbook.server import EmbeddedRedis
 
 _embedded: EmbeddedRedis | None = None
@@ -42,26 +41,26 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL") or embedded_server().url
 
 
-def loaded_search_version(r: redis.Redis) -> int | None:
-    """The loaded search module's version number, or None (also used by the checks)."""
-    for module in r.execute_command("MODULE", "LIST"):
-        fields = module if isinstance(module, dict) else dict(zip(module[::2], module[1::2]))
-        fields = {as_text(k): v for k, v in fields.items()}
-        if as_text(fields.get("name", b"")).lower() in ("search", "ft"):
-            return int(fields["ver"])
-    return None
+def has_search(r: redis.Redis) -> bool:
+    """True when Redis answers FT._LIST, the query engine's cheapest command; False on `unknown command`.
+
+    A yes/no probe on purpose: reading the module's version from MODULE LIST is notebook 01's exercise.
+    """
+    try:
+        r.execute_command("FT._LIST")
+    except redis.ResponseError as exc:
+        if "unknown command" in str(exc).lower():
+            return False
+        raise
+    return True
 
 
 def require_search(r: redis.Redis, where: str) -> None:
     """Raise SearchModuleMissing, with the fix, when Redis has no query engine."""
-    try:
-        version = loaded_search_version(r)
-    except redis.ResponseError:
-        version = None
-    if version is None:
+    if not has_search(r):
         raise SearchModuleMissing(
-            f"Redis at {where} answers but has no search module (MODULE LIST shows no "
-            f"'search'), so FT.CREATE and vector queries will fail. {_SEARCH_HELP}"
+            f"Redis at {where} answers but has no search module (FT._LIST is an unknown command there), so "
+            f"FT.CREATE and vector queries will fail. {_SEARCH_HELP}"
         )
 
 

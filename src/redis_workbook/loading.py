@@ -1,7 +1,6 @@
-"""Bulk loading hashes with vectors: validated first, then streamed in batches.
+"""Bulk writing hashes with vectors, streamed in batches (the shipped catalogue, the benchmark).
 
-Everything is checked before the first write, so bad input leaves Redis as it
-was. Why the write path looks lower-level than `pipe.hset(...)`: profiling
+Why the write path looks lower-level than `pipe.hset(...)`: profiling
 showed that redis-py spends most of a bulk load packing commands (about 40 us
 per 6-field HSET, mostly re-encoding every argument), while Redis itself needs
 about 4 us to store one. So each HSET is encoded once, by hand, in the same
@@ -19,8 +18,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import redis
 from tqdm.auto import tqdm
-
-from redis_workbook.vectors import as_matrix, check_lengths
 
 DEFAULT_BATCH = 500
 
@@ -53,42 +50,27 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-def load_hashes(r: redis.Redis, prefix: str, records: Sequence[Mapping[str, object]],
-                embeddings: object, *, id_field: str = "id", vector_field: str = "embedding",
-                dim: int | None = None, batch_size: int = DEFAULT_BATCH,
-                progress: bool | None = None, desc: str = "loading") -> int:
-    """Write `prefix + record[id_field]` hashes with the record's fields and its vector.
+def write_hashes(r: redis.Redis, keys: Sequence[str], records: Sequence[Mapping[str, object]],
+                 matrix: np.ndarray, *, vector_field: str = "embedding", batch_size: int = DEFAULT_BATCH,
+                 progress: bool | None = None, desc: str = "loading") -> None:
+    """`HSET keys[i]` with records[i]'s fields and matrix[i] as float32 bytes under `vector_field`, streamed.
 
-    Returns the number of hashes written. Raises ValueError/TypeError before any
-    write when lengths, widths, values or ids are wrong.
+    The workbook's own bulk writer, for data the workbook made itself (the shipped catalogue,
+    the benchmark's vectors): it checks only that keys, records and rows pair up, and returns
+    nothing. Checking a caller's input and counting what was written is notebook 02's
+    `load_products`, written by the learner.
     """
-    if not isinstance(r, redis.Redis):
-        raise TypeError(f"r must be a redis.Redis client (e.g. redis_workbook.connect()), got {type(r).__name__}.")
-    if not isinstance(prefix, str) or not prefix:
-        raise ValueError(f"prefix must be a non-empty str such as 'product:', got {prefix!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    records = list(records)
-    matrix = as_matrix(embeddings, dim)
-    check_lengths(records, matrix, "records")
-    keys = [f"{prefix}{_record_id(record, id_field, i)}" for i, record in enumerate(records)]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"records contain duplicate {id_field!r} values; each key must be unique.")
+    keys, records = list(keys), list(records)
+    matrix = np.ascontiguousarray(matrix, dtype="<f4")
+    if not len(keys) == len(records) == len(matrix):
+        raise ValueError(f"{len(keys)} keys, {len(records)} records and {len(matrix)} vectors must pair up one to one.")
     fields = [_encoded_fields(record, vector_field) for record in records]
-    # Validation is complete: nothing above wrote to Redis.
     commands = _hset_commands(keys, fields, _bulk(_field_bytes(vector_field)), _row_bytes(matrix))
     show = interactive() if progress is None else progress
     with tqdm(total=len(keys), desc=desc, unit="doc", disable=not show) as bar:
         _stream(r, _batches(commands, batch_size), bar.update)
-    return len(keys)
-
-
-def _record_id(record: Mapping[str, object], id_field: str, position: int) -> str:
-    if not isinstance(record, Mapping):
-        raise TypeError(f"records[{position}] must be a dict, got {type(record).__name__}.")
-    if id_field not in record or record[id_field] in (None, ""):
-        raise ValueError(f"records[{position}] has no {id_field!r}; every record needs one.")
-    return str(record[id_field])
 
 
 def _encoded_fields(record: Mapping[str, object], vector_field: str) -> tuple[int, bytes]:

@@ -17,7 +17,7 @@ import numpy as np
 import redis
 from redis.commands.search.field import TagField
 
-from redis_workbook.loading import interactive, load_hashes
+from redis_workbook.loading import interactive, write_hashes
 from redis_workbook.report import ft_info
 from redis_workbook.schema import IndexSpec, check_algorithm, create_index, vector_field
 from redis_workbook.server import EmbeddedRedis
@@ -91,18 +91,6 @@ def numpy_knn(matrix: np.ndarray, query: np.ndarray, k: int = K) -> np.ndarray:
     return top[np.argsort(-scores[top])]
 
 
-def recall_at_k(approx_ids: Sequence[object], exact_ids: Sequence[object]) -> float:
-    """The share of the exact top-k that the approximate top-k found (same contract as notebook 08's)."""
-    exact = list(exact_ids)
-    if not exact:
-        raise ValueError("exact_ids must not be empty: recall is a share of the exact top-k.")
-    return len(set(approx_ids) & set(exact)) / len(exact)
-
-
-def mean_recall(approx: Sequence[Sequence[object]], exact: Sequence[Sequence[object]]) -> float:
-    return float(np.mean([recall_at_k(a, e) for a, e in zip(approx, exact, strict=True)]))
-
-
 # ------------------------------------------------------------------ timing helpers
 
 
@@ -149,8 +137,10 @@ Loader = Callable[[redis.Redis, IndexSpec, list, np.ndarray, bool], object]
 
 
 def load_bulk(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool) -> object:
-    """The package's loader (redis_workbook.load_hashes)."""
-    return load_hashes(r, spec.prefix, records, matrix, progress=progress, desc="load_hashes")
+    """The workbook's streaming writer (redis_workbook.loading.write_hashes): pipelined batches of raw RESP."""
+    keys = [f"{spec.prefix}{record['id']}" for record in records]
+    write_hashes(r, keys, records, matrix, vector_field=spec.vector_field, progress=progress, desc="write_hashes")
+    return None
 
 
 def load_naive(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool) -> object:
@@ -303,7 +293,16 @@ class QueryRun:
         return percentile_ms(self.seconds, 99)
 
     def recall(self, exact: np.ndarray) -> float:
-        return mean_recall(self.ids, exact.tolist())
+        """Mean recall@k over the run: the share of all exact top-k row numbers (one row per query) it found.
+
+        Computed over the whole (queries x k) run at once; notebook 08 has the learner write the
+        per-query `recall_at_k` and checks it against this.
+        """
+        if exact.ndim != 2 or len(exact) != len(self.ids):
+            raise ValueError(f"exact must hold one row of row numbers per query ({len(self.ids)}), "
+                             f"got shape {exact.shape}.")
+        found = sum(int(np.isin(exact[i], ids).sum()) for i, ids in enumerate(self.ids))
+        return found / exact.size
 
 
 def time_queries(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,

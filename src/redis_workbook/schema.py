@@ -1,8 +1,9 @@
-"""The workbook's index schemas, defined once.
+"""Index building blocks: the vector field as the workbook teaches it, and FT.CREATE for a HASH index.
 
-Notebook 02 has the learner write the product index by hand; everything after
-that (later notebooks, the grader, the benchmark) builds it from here, so the
-schema the learner is checked against and the one the workbook uses are one.
+The exercises' own schemas (notebook 02's product index, notebook 07's post
+index) are not here: writing them is the learner's work, and the grader keeps
+its reference copies in grader/reference.py. The package builds the product
+catalogue for notebooks 03-06 in `datasets.load_catalog`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from redis.commands.search.field import Field, NumericField, TagField, TextField, VectorField
+from redis.commands.search.field import Field, VectorField
 
 # redis-py 6 renamed the module (indexDefinition -> index_definition); notebook 01 explains.
 try:
@@ -56,20 +57,6 @@ def vector_field(dim: int, algorithm: str = "HNSW", name: str = "embedding") -> 
     if algorithm == "HNSW":
         attributes |= {"M": HNSW_M, "EF_CONSTRUCTION": HNSW_EF_CONSTRUCTION}
     return VectorField(name, algorithm, attributes)
-
-
-def product_index(dim: int, algorithm: str = "HNSW", name: str = "idx:products",
-                  prefix: str = "product:") -> IndexSpec:
-    """The product index of learner-api.md (notebook 02)."""
-    fields = (TextField("name"), TextField("description"), TagField("category", separator=CATEGORY_SEPARATOR),
-              NumericField("price", sortable=True), vector_field(dim, algorithm))
-    return IndexSpec(name, prefix, fields)
-
-
-def post_index(dim: int, name: str = "idx:posts", prefix: str = "post:") -> IndexSpec:
-    """The blog-post index of notebook 07."""
-    fields = (TextField("title"), TextField("body"), TagField("url"), vector_field(dim, "HNSW"))
-    return IndexSpec(name, prefix, fields)
 
 
 def index_exists(r: redis.Redis, name: str) -> bool:

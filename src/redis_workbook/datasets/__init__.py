@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import redis
+from redis.commands.search.field import NumericField, TagField, TextField
 
 from redis_workbook.embeddings import Embedder
 
@@ -90,6 +93,47 @@ def embeddings(name: str, embedder: Embedder) -> np.ndarray:
     except OSError:
         pass  # a read-only home only costs the re-embedding next time
     return vectors
+
+
+CATALOG_INDEX = "idx:products"
+CATALOG_PREFIX = "product:"
+
+
+def load_catalog(r: redis.Redis, embedder: Embedder, timeout: float = 60.0) -> int:
+    """Notebook 02's end state, for notebooks 03-06: the shipped products in `idx:products`.
+
+    Runs `FT.CREATE idx:products ON HASH PREFIX 1 product: SCHEMA name TEXT description TEXT
+    category TAG SEPARATOR "|" price NUMERIC SORTABLE embedding VECTOR HNSW ... DIM <embedder's>`
+    unless that index exists, writes one `HSET product:<id>` per product with its vector, waits
+    until the index holds them all and returns how many documents it holds. Writing that schema
+    and loader yourself is notebook 02's exercise; this builds the same thing so that later
+    notebooks do not depend on your notebook-02 code.
+    """
+    from redis_workbook.loading import write_hashes
+    from redis_workbook.report import as_text, ft_info, vector_dims
+    from redis_workbook.schema import CATEGORY_SEPARATOR, IndexSpec, create_index, index_exists, vector_field
+
+    catalog, vectors = products(), np.asarray(embeddings("products", embedder), dtype=np.float32)
+    dim = vectors.shape[1]
+    if index_exists(r, CATALOG_INDEX):
+        indexed = vector_dims(ft_info(r, CATALOG_INDEX)).get("embedding")
+        if indexed != dim:
+            raise ValueError(f"{CATALOG_INDEX} exists with DIM {indexed} but {embedder.name} makes {dim}-dim vectors: "
+                             f"drop it first (FT.DROPINDEX {CATALOG_INDEX}) or use the embedder it was made for.")
+    else:
+        fields = (TextField("name"), TextField("description"), TagField("category", separator=CATEGORY_SEPARATOR),
+                  NumericField("price", sortable=True), vector_field(dim, "HNSW"))
+        create_index(r, IndexSpec(CATALOG_INDEX, CATALOG_PREFIX, fields))
+    write_hashes(r, [f"{CATALOG_PREFIX}{p['id']}" for p in catalog], catalog, vectors, progress=False)
+    deadline = time.monotonic() + timeout
+    while True:  # FT.CREATE over keys that already existed indexes them on a background thread
+        info = {key: float(as_text(info_value)) for key, info_value in ft_info(r, CATALOG_INDEX).items()
+                if key in ("indexing", "num_docs")}
+        if info.get("indexing", 0) == 0 and info.get("num_docs", 0) >= len(catalog):
+            return int(info["num_docs"])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{CATALOG_INDEX} still indexing after {timeout:.0f} s.")
+        time.sleep(0.02)
 
 
 def rebuild_shipped() -> list[Path]:
