@@ -5,8 +5,9 @@ notebooks/NN_*.ipynb:
 
 - `redis-workbook release --check` passes (the learner notebooks are generated from the solutions);
 - the solution notebook runs top to bottom without an error, and its self-check says True;
-- the learner notebook runs until the first unimplemented function, and no further:
-  its first error is the NotImplementedError of a stub in a solution cell;
+- the learner notebook, untouched, runs clean: each stub prints one line saying what to write,
+  each demo that needs one says "finish `X` above to see this", and the only errors are the
+  generated check cells' (redis_workbook.exercises);
 - no line of a solution region is in the learner notebook;
 - the learner notebook's self-check returns False with the stubs, and True once the
   reference solution is pasted into its solution cells.
@@ -46,11 +47,11 @@ RUN_TIMEOUT = 900
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 KINDS = ("solution", "learner", "pasted")
 # Which execution each test reads; only the executions of selected tests are started.
-NEEDS = {"test_solution_notebook_runs": "solution", "test_learner_notebook_stops_at_first_stub": "learner",
+NEEDS = {"test_solution_notebook_runs": "solution", "test_untouched_learner_notebook_runs_clean": "learner",
          "test_self_check_fails_with_stubs": "learner", "test_self_check_passes_with_reference_pasted": "pasted"}
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-CELL_FRAME = re.compile(r"Cell In\[(\d+)\]")
+TOTAL = re.compile(r"Total: ([0-9.]+)/([0-9.]+) points")
 
 
 # ---------------------------------------------------------------- execution (in worker processes)
@@ -181,27 +182,18 @@ def errors(nb: nbformat.NotebookNode) -> Iterator[tuple[int, nbformat.NotebookNo
 
 
 def self_check_result(nb: nbformat.NotebookNode) -> str | None:
-    """What the self-check cell returned ("True"/"False"), or None when it returned nothing."""
+    """"True" when the self-check cell printed full marks, "False" when less, None when it printed no total."""
     for cell in nb.cells:
         if cell.cell_type == "code" and "self_check(" in cell.source and cell.metadata.get(GENERATED):
-            for output in cell.outputs:
-                if output.output_type == "execute_result":
-                    return output.data.get("text/plain")
-            return None
+            assert not any(output.output_type == "execute_result" for output in cell.outputs), (
+                "the self-check cell shows its return value; end it with `;`")
+            total = TOTAL.search(printed(cell))
+            return None if total is None else str(total.group(1) == total.group(2))
     pytest.fail("no generated self-check cell: run `redis-workbook release`")
 
 
 def printed(cell: nbformat.NotebookNode) -> str:
     return "".join(output.get("text", "") for output in cell.get("outputs", []) if output.output_type == "stream")
-
-
-def raising_cell(nb: nbformat.NotebookNode, output: dict) -> nbformat.NotebookNode | None:
-    """The cell whose code raised: the innermost `Cell In[N]` frame of the traceback."""
-    frames = CELL_FRAME.findall(ANSI.sub("", "\n".join(output.traceback)))
-    if not frames:
-        return None
-    by_count = {cell.execution_count: cell for cell in nb.cells if cell.cell_type == "code"}
-    return by_count.get(int(frames[-1]))
 
 
 def describe(output: dict) -> str:
@@ -243,20 +235,28 @@ def test_solution_notebook_runs(runs: Runs, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_learner_notebook_stops_at_first_stub(runs: Runs, name: str) -> None:
+def test_untouched_learner_notebook_runs_clean(runs: Runs, name: str) -> None:
+    """Run top to bottom as released: one message per unfinished exercise, "finish X above" for its demos.
+
+    The only errors allowed are the generated check cells' (`require`), which must fail while the
+    functions are stubs: nbgrader scores them by their errors.
+    """
     nb, _, _ = runs.get("learner", name)
-    first = next(errors(nb), None)
+    for index, cell, output in errors(nb):
+        assert "require(" in cell.source and cell.metadata.get(GENERATED) and output.ename == "AssertionError", (
+            f"notebooks/{name}.ipynb cell {index}, untouched, fails with {output.ename}: a learner would see a "
+            f"traceback where a short message belongs:\n{describe(output)}")
+    for cell in nb.cells:
+        if is_solution_cell(cell):
+            names = [line for line in printed(cell).splitlines() if line.startswith("✎")]
+            assert len(names) == 1, (f"notebooks/{name}.ipynb: the exercise cell should print one line saying what "
+                                     f"to write, printed {names}:\n{cell.source[:300]}")
     stubs = [cell for cell in nb.cells if is_solution_cell(cell)]
-    if first is None:
-        assert not stubs, f"notebooks/{name}.ipynb ran without calling any of its {len(stubs)} stubs"
-        return
-    index, cell, output = first
-    assert output.ename == "NotImplementedError", (
-        f"notebooks/{name}.ipynb cell {index} fails with {output.ename} before any unimplemented function "
-        f"is reached; a learner would be stuck on our bug:\n{describe(output)}")
-    origin = raising_cell(nb, output)
-    assert origin is not None and is_solution_cell(origin), (
-        f"notebooks/{name}.ipynb cell {index} raises NotImplementedError outside a solution cell:\n{describe(output)}")
+    waiting = [cell for cell in nb.cells if "above to see this" in printed(cell)]
+    assert not stubs or waiting, f"notebooks/{name}.ipynb: no demo said which exercise it waits for"
+    for cell in waiting:
+        assert not any(output.output_type == "stream" and output.name == "stderr" for output in cell.outputs), (
+            f"notebooks/{name}.ipynb: a waiting demo still printed to stderr:\n{printed(cell)}")
 
 
 @pytest.mark.parametrize("name", NAMES)

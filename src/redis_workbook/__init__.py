@@ -7,6 +7,7 @@ for is written by the learner, and the grader keeps its reference copies outside
 this package (grader/reference.py).
 """
 
+from redis_workbook import exercises as _exercises
 from redis_workbook.connection import connect, redis_url
 from redis_workbook.embeddings import (
     Embedder,
@@ -30,3 +31,5 @@ __all__ = [
     "default_embedder", "index_report", "redis_url",
 ]
 __version__ = "0.1.0"
+
+_exercises.install()  # in a Jupyter kernel: unfinished exercises get one message, their demos no traceback

@@ -96,7 +96,7 @@ def generated_cells(assignment: str, points: dict[str, int]) -> list[NotebookNod
         "when something is off. Re-run it after every fix. The cells after it are the same checks, "
         "one per cell, as the autograder runs them; leave them as they are.")
     self_check = nbformat.v4.new_code_cell(
-        f'from redis_workbook.grading.check import self_check; self_check("{assignment}", globals())')
+        f'from redis_workbook.grading.check import self_check; self_check("{assignment}", globals());')
     _mark(heading, "check-your-work", "check")
     _mark(self_check, "self-check", "check", nbgrader=_nbgrader_meta("self_check", grade=False, locked=True))
     cells = [heading, self_check]
