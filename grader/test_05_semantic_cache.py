@@ -200,8 +200,14 @@ def test_get_or_generate_calls_generate_only_on_a_miss(nb, r: redis.Redis, embed
              expected=f"{generated!r}, 1 call", got=f"{got!r}, {len(miss.calls)} calls {show(miss.calls, 200)}")
     stored = call("cache.get(query) after get_or_generate", cache.get, STORED)
     if stored != generated:
-        fail("After a miss, `get_or_generate` must store the generated response.", expected=generated, got=stored,
-             hint="Call put(query, response) before returning it.")
+        kept = [key for key in r.scan_iter(count=1000)
+                if r.type(key) == b"hash" and r.hget(key, "response") == generated.encode()]
+        hint = (f"The response is in Redis ({kept[0]!r}), so put worked, but `get` of the same query does not find "
+                "it: `get` must return the response when the similarity, 1 - distance, is at least the threshold "
+                "(the same query has similarity 1). Check the direction of that comparison."
+                if kept else "Call put(query, response) before returning it.")
+        fail("After a miss, `get_or_generate` must store the generated response so `get` finds it.",
+             expected=generated, got=stored, hint=hint)
     hit = Recorder(returns="should not be used")
     again = call("cache.get_or_generate(query, generate_fn) on a hit", cache.get_or_generate, STORED, hit)
     if again != generated or hit.calls:

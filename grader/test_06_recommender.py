@@ -174,8 +174,8 @@ def test_recommendations_for_a_new_user_are_the_most_popular(nb, r: redis.Redis,
     want = sorted(counts, key=counts.get, reverse=True)[:5]  # type: ignore[arg-type]
     if sorted(got) != sorted(want):
         least = sorted(counts, key=counts.get)[:5]  # type: ignore[arg-type]
-        hint = ("Those are the least popular: read the sorted set from the highest score (ZREVRANGE / "
-                "ZRANGE ... REV)." if sorted(got) == sorted(least) else
+        hint = ("Those are the least popular: read the sorted set from the highest score: ZRANGE ... REV "
+                "(redis-py: `r.zrange(key, 0, k - 1, desc=True)`)." if sorted(got) == sorted(least) else
                 f"A user with no views gets the k highest-scored members of `{POPULAR}`.")
         fail("A user with no views must get the k most popular products.", expected=want, got=got, hint=hint)
 

@@ -184,7 +184,7 @@ def _vector(r, product_id):
 def get_recommendations(r, user_id, k=5):
     viewed = [_text(v) for v in r.lrange(f"user:{user_id}:views", 0, -1)]
     if not viewed:
-        return [_text(m) for m in r.zrevrange("popular:products", 0, k - 1)]
+        return [_text(m) for m in r.zrange("popular:products", 0, k - 1, desc=True)]
     mean = np.mean([_vector(r, pid) for pid in viewed], axis=0)
     ids = [_text(doc.id).split(":", 1)[1] for doc in _knn(r, mean, k + len(set(viewed)))]
     return [i for i in ids if i not in set(viewed)][:k]
@@ -288,7 +288,8 @@ MUTANTS = [
     Mutant("recommendations ask KNN for only k, then drop the viewed", "06_recommender",
            "_knn(r, mean, k + len(set(viewed)))", "_knn(r, mean, k)", "k + len(viewed)"),
     Mutant("cold start takes the least popular", "06_recommender",
-           'r.zrevrange("popular:products", 0, k - 1)', 'r.zrange("popular:products", 0, k - 1)', "least popular"),
+           'r.zrange("popular:products", 0, k - 1, desc=True)', 'r.zrange("popular:products", 0, k - 1)',
+           "least popular"),
     Mutant("ZADD instead of ZINCRBY for popularity", "06_recommender",
            'pipe.zincrby("popular:products", 1, product_id)', 'pipe.zadd("popular:products", {product_id: 1})',
            "ZINCRBY"),
