@@ -70,9 +70,16 @@ def index_exists(r: redis.Redis, name: str) -> bool:
 
 
 def create_index(r: redis.Redis, spec: IndexSpec) -> bool:
-    """FT.CREATE for a HASH index; False, leaving it untouched, when one of that name exists."""
-    if index_exists(r, spec.name):
-        return False
+    """FT.CREATE for a HASH index; False, leaving it untouched, when one of that name exists.
+
+    Create, and catch "Index already exists", as notebook 02 teaches: checking first would leave a
+    gap in which another client could create the index between the check and FT.CREATE.
+    """
     definition = IndexDefinition(prefix=[spec.prefix], index_type=IndexType.HASH)
-    r.ft(spec.name).create_index(list(spec.fields), definition=definition)
+    try:
+        r.ft(spec.name).create_index(list(spec.fields), definition=definition)
+    except redis.ResponseError as exc:
+        if "already exists" in str(exc).lower():
+            return False
+        raise
     return True
