@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -273,5 +274,19 @@ def test_where_no_sandbox_is_possible_grade_refuses_to_run_learner_code(tmp_path
         assert mode == "none" and "user mode:" in why and "user namespaces may be off" in why
         assert "no sandbox is possible here" in nb.refusal and "--unsafe-no-sandbox" in nb.refusal
         assert nb.unsafe == "none"
+    finally:
+        notebook.close()
+
+
+def test_a_long_temp_folder_still_gives_reachable_sockets(tmp_path: Path, under_test: backends.RedisUnderTest,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unix socket paths have 108 bytes: a deep TMPDIR (a home folder's cache, say) must not break grading."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    notebook = run(tmp_path, under_test, "def ping(r):\n    return r.ping()\n")
+    try:
+        assert remote.RemoteNamespace(notebook).ping(under_test.admin()) is True
     finally:
         notebook.close()

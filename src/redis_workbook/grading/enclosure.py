@@ -20,6 +20,7 @@ from redis_workbook.grading.gateway import Gateway
 from redis_workbook.server import reap_when_gone, stop_reaper
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_BASE = 56  # + /rw-submission-XXXXXXXX/sockets/notebook.sock stays under the 108 bytes of a socket path
 class SandboxUnavailable(Exception):
     """The sandbox mode asked for is not possible on this machine."""
 
@@ -32,7 +33,9 @@ class Enclosure:
         if mode not in (None, *sandbox.MODES):
             raise SandboxUnavailable(f"sandbox mode must be one of {', '.join(sandbox.MODES)}, got {mode!r}")
         self.mode = mode or sandbox.mode()[0]
-        self.folder = Path(tempfile.mkdtemp(prefix="rw-submission-"))  # 0700; short: socket paths have 108 bytes
+        # 0700. Unix socket paths have 108 bytes: a long TMPDIR would make every server unreachable.
+        base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= MAX_BASE else "/tmp"
+        self.folder = Path(tempfile.mkdtemp(prefix="rw-submission-", dir=base))
         self.sockets = self.folder / "sockets"  # the only folder of the grader's that the notebook sees
         self.sockets.mkdir(mode=0o755)
         os.chmod(self.sockets, 0o755)
