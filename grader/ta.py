@@ -68,6 +68,11 @@ def explain_exception(exc: BaseException) -> str:
          "The index does not exist. Create it first (notebook 02) and check the index name you query."),
         ("index already exists" in lower,
          "That index exists already: create it only if it is missing (FT.INFO raises for an unknown index)."),
+        ("syntax error in filter expression" in lower,
+         "VSIM's FILTER is an expression over the element's JSON attributes: the field with a dot and a string "
+         "value in quotes, `.category == \"Home & Kitchen\"` (build it with json.dumps(category))."),
+        ("element not found in set" in lower,
+         "VSIM ... ELE <id> needs an element of that vector set: check the key you query and that the id is a str."),
         ("syntax error" in lower,
          "Redis could not parse the query string. Print it and read it: tag values with spaces or punctuation "
          "must be escaped (`Home\\ \\&\\ Kitchen`), and the KNN part needs dialect 2 (`Query(...).dialect(2)`)."),
@@ -249,6 +254,17 @@ class Catalog:
         dist = self.distances(query)
         keep = [p["id"] for p in self.products if allowed is None or allowed(p)]
         return sorted(((i, dist[i]) for i in keep), key=lambda pair: (pair[1], pair[0]))
+
+
+def endswith_case(catalog: Catalog, k: int) -> tuple[str, list[str]]:
+    """A product whose k nearest neighbours include ids ending with its own id ('1' -> '11', '21')."""
+    for product in catalog.products:
+        me = product["id"]
+        near = [i for i, _ in catalog.ranking(catalog.vector(me), lambda p, me=me: p["id"] != me)[:k]]
+        victims = [i for i in near if i.endswith(me)]
+        if victims:
+            return me, victims
+    raise AssertionError("the shipped catalogue has no product whose neighbours end with its id")
 
 
 def cosine_distances(query: np.ndarray, matrix: np.ndarray, ids: Sequence[str]) -> dict[str, float]:

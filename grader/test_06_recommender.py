@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from ta import Catalog, assert_unchanged, call, check_id_list, check_nearest_set, expect_error, fail, show, snapshot
+from ta import (
+    Catalog,
+    assert_unchanged,
+    call,
+    check_id_list,
+    check_nearest_set,
+    endswith_case,
+    expect_error,
+    fail,
+    show,
+    snapshot,
+)
 
 POPULAR = "popular:products"
 
@@ -181,17 +192,6 @@ def test_recommendations_for_a_new_user_are_the_most_popular(nb, r: redis.Redis,
 
 
 # ------------------------------------------------------------------------------------------ similar_products
-def endswith_case(catalog: Catalog, k: int) -> tuple[str, list[str]]:
-    """A product whose nearest neighbours include ids ending with its own id ('1' -> '11', '21')."""
-    for product in catalog.products:
-        me = product["id"]
-        near = [i for i, _ in catalog.ranking(catalog.vector(me), lambda p, me=me: p["id"] != me)[:k]]
-        victims = [i for i in near if i.endswith(me)]
-        if victims:
-            return me, victims
-    raise AssertionError("the shipped catalogue has no product whose neighbours end with its id")
-
-
 def test_similar_products_never_return_the_product_itself(nb, r: redis.Redis, catalog: Catalog) -> None:
     me, victims = endswith_case(catalog, 5)
     what = f"similar_products(r, {me!r}, k=5)"

@@ -234,6 +234,32 @@ def recall_at_k(approx_ids, exact_ids):
     exact = set(exact_ids)
     return len(set(approx_ids) & exact) / len(exact)
 ''',
+    "09_vector_sets": '''
+import json
+
+
+def load_vector_set(r, key, ids, vectors, quant="Q8", attributes=None):
+    rows = np.asarray(vectors, dtype=np.float32)
+    extras = [None] * len(ids) if attributes is None else attributes
+    pipe = r.pipeline(transaction=False)
+    for element, row, extra in zip(ids, rows, extras, strict=True):
+        args = ["VADD", key, "FP32", row.tobytes(), element, quant]
+        if extra is not None:
+            args += ["SETATTR", json.dumps(extra)]
+        pipe.execute_command(*args)
+    return sum(int(added) for added in pipe.execute())
+
+
+def similar_in_set(r, key, product_id, k=5):
+    found = [_text(e) for e in r.execute_command("VSIM", key, "ELE", product_id, "COUNT", k + 1)]
+    return [e for e in found if e != product_id][:k]
+
+
+def similar_in_category(r, key, product_id, category, k=5):
+    expression = f".category == {json.dumps(category)}"
+    found = r.execute_command("VSIM", key, "ELE", product_id, "COUNT", k + 1, "FILTER", expression)
+    return [e for e in map(_text, found) if e != product_id][:k]
+''',
 }
 
 
@@ -245,6 +271,7 @@ class Mutant:
     new: str
     keyword: str  # the failure message must contain this (case-insensitive): it names the mistake
     more: tuple[tuple[str, str], ...] = ()  # further (old, new) edits of the same mistake
+    check: str | None = None  # when given, the one grader test that fails: the mistake costs exactly its points
 
     def source(self) -> str:
         text = TEMPLATES[self.assignment]
@@ -375,4 +402,42 @@ MUTANTS = [
            '        raise redis.ResponseError("pretend it is missing")\n', "only if it is missing"),
     Mutant("recall divides by the approximate count", "08_performance", "/ len(exact)", "/ len(set(approx_ids))",
            "precision"),
+    # ---- 09: each mistake costs exactly one named check
+    Mutant("vector set loaded from float64 bytes", "09_vector_sets", "rows = np.asarray(vectors, dtype=np.float32)",
+           "rows = np.asarray(vectors, dtype=np.float64)", "float32",
+           check="test_load_vector_set_adds_every_id_with_its_vector"),
+    Mutant("load_vector_set returns len(ids), not what VADD added", "09_vector_sets",
+           "return sum(int(added) for added in pipe.execute())", "pipe.execute()\n    return len(ids)",
+           "sum of the replies", check="test_load_vector_set_adds_every_id_with_its_vector"),
+    Mutant("load_vector_set ignores quant", "09_vector_sets",
+           'args = ["VADD", key, "FP32", row.tobytes(), element, quant]',
+           'args = ["VADD", key, "FP32", row.tobytes(), element]', "default Q8",
+           check="test_load_vector_set_uses_the_quantization_asked_for"),
+    Mutant("attributes stored as Python's str(dict)", "09_vector_sets", 'args += ["SETATTR", json.dumps(extra)]',
+           'args += ["SETATTR", str(extra)]', "json.dumps", check="test_load_vector_set_stores_the_attributes_as_json"),
+    Mutant("load_vector_set pairs ids and vectors with a plain zip", "09_vector_sets",
+           "zip(ids, rows, extras, strict=True)", "zip(ids, rows, extras)", "strict=True",
+           check="test_load_vector_set_refuses_mismatched_lengths_and_writes_nothing"),
+    Mutant("similar_in_set drops the product with endswith", "09_vector_sets",
+           "return [e for e in found if e != product_id][:k]",
+           "return [e for e in found if not e.endswith(product_id)][:k]", "endswith",
+           check="test_similar_in_set_never_returns_the_product_itself"),
+    Mutant("similar_in_set asks VSIM for COUNT k", "09_vector_sets",
+           '"VSIM", key, "ELE", product_id, "COUNT", k + 1)', '"VSIM", key, "ELE", product_id, "COUNT", k)',
+           "COUNT k + 1", check="test_similar_in_set_returns_the_k_nearest"),
+    Mutant("similar_in_set without COUNT (VSIM's 10)", "09_vector_sets",
+           '"VSIM", key, "ELE", product_id, "COUNT", k + 1)', '"VSIM", key, "ELE", product_id)',
+           "unless told otherwise", check="test_similar_in_set_returns_the_k_nearest"),
+    Mutant("similar_in_category keeps the product itself", "09_vector_sets",
+           "return [e for e in map(_text, found) if e != product_id][:k]", "return list(map(_text, found))[:k]",
+           "product itself", check="test_similar_in_category_returns_the_nearest_of_that_category"),
+    Mutant("similar_in_category returns k + 1 when the product is of another category", "09_vector_sets",
+           "return [e for e in map(_text, found) if e != product_id][:k]",
+           "return [e for e in map(_text, found) if e != product_id]", "keep the first k",
+           check="test_similar_in_category_from_a_product_of_another_category"),
+    Mutant("similar_in_category over-fetches and filters in Python", "09_vector_sets",
+           'found = r.execute_command("VSIM", key, "ELE", product_id, "COUNT", k + 1, "FILTER", expression)',
+           'found = [e for e in r.execute_command("VSIM", key, "ELE", product_id, "COUNT", 4 * (k + 1))\n'
+           '             if r.vset().vgetattr(key, e)["category"] == category]',
+           "FILTER", check="test_similar_in_category_from_a_product_of_another_category"),
 ]

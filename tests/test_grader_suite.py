@@ -3,7 +3,8 @@
 (a) Every test in grader/test_NN_*.py has exactly one entry in grader/points.toml, and every entry a test.
 (b) The reference solutions (the definitions in solutions/NN_*.ipynb) pass every grader test.
 (c) Mutants (tests/grader_mutants.py): correct templates of the learner functions pass, and each template
-    with one classic mistake fails at least one grader test with a message that names the mistake.
+    with one classic mistake fails at least one grader test with a message that names the mistake (and,
+    for a mutant with a `check`, fails that test and no other).
 
 (b) and (c) grade in local mode through the notebooks' own API (`self_check`, `require`), in a few
 subprocesses run in parallel, each with its own embedded Redis.
@@ -222,3 +223,7 @@ def test_mutant_is_caught_and_named(graded: dict[str, dict], mutant: Mutant) -> 
     assert not any(name.startswith("(") for name in failed), explain(failed)
     naming = [name for name, message in failed.items() if mutant.keyword.lower() in message.lower()]
     assert naming, f"{mutant.name}: no failure message mentions {mutant.keyword!r}:\n{explain(failed)}"
+    if mutant.check is not None:
+        assert mutant.check in POINTS[mutant.assignment], f"{mutant.name}: no grader test {mutant.check!r}"
+        assert list(failed) == [mutant.check], (
+            f"{mutant.name} must cost exactly {mutant.check}, but fails {sorted(failed)}:\n{explain(failed)}")
