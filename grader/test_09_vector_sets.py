@@ -1,7 +1,7 @@
 """09_vector_sets: `load_vector_set`, `similar_in_set`, `similar_in_category` on the shipped product vectors.
 
 Each function is graded on its own. The loader checks read the set back with VCARD, VDIM,
-VEMB, VINFO and VGETATTR. The similarity checks build the set themselves (`build_set`:
+VEMB, VINFO and VGETATTR. The similarity checks build the set themselves (reference.py:
 VADD ... NOQUANT SETATTR {"category": ..., "price": ...}), so the expected answers, exact
 cosine rankings from numpy, are not blurred by quantization; on the 250 products VSIM's
 HNSW search finds the exact neighbours (checked on every product, with and without FILTER).
@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import redis
+import reference
 from ta import Catalog, assert_unchanged, call, check_id_list, check_nearest_set, endswith_case, fail, show, snapshot
 
 QUANT_TYPES = {"Q8": "int8", "NOQUANT": "f32", "BIN": "bin"}  # VADD's option -> VINFO's quant-type
@@ -41,13 +42,8 @@ def vinfo(r: redis.Redis, key: str) -> dict[str, str]:
 
 
 def build_set(r: redis.Redis, key: str, catalog: Catalog) -> None:
-    """The grader's own set: every product, unquantized, with its category and price as JSON attributes."""
-    pipe = r.pipeline(transaction=False)
-    for product, vector in zip(catalog.products, catalog.vectors, strict=True):
-        attributes = json.dumps({"category": product["category"], "price": product["price"]})
-        pipe.execute_command("VADD", key, "FP32", np.asarray(vector, dtype=np.float32).tobytes(), product["id"],
-                             "NOQUANT", "SETATTR", attributes)
-    pipe.execute()
+    """The grader's own set (reference.py): every product, unquantized, with its category and price."""
+    reference.load_product_set(r, key, catalog.products, catalog.vectors)
 
 
 def keys_hint(r: redis.Redis) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,12 @@ from grader_mutants import MUTANTS
 from submissions import REPO, write_notebook
 from test_grading_check import run_check
 
+from redis_workbook import datasets
 from redis_workbook.grading import backends, points
+
+sys.path.insert(0, str(REPO / "grader"))
+import reference  # noqa: E402
+from ta import ShippedModel  # noqa: E402
 
 ASSIGNMENT = "09_vector_sets"
 POINTS = points.read(REPO / "grader" / "points.toml")[ASSIGNMENT]
@@ -72,3 +78,22 @@ def test_check_a_notebook_with_one_mistake_loses_exactly_that_check(tmp_path: Pa
     score = SCORE.search(done.stdout)
     assert score is not None, done.stdout
     assert float(score.group(1)) == TOTAL - POINTS[mutant.check] and float(score.group(2)) == TOTAL, done.stdout
+
+
+def test_vsim_finds_the_exact_neighbours_the_checks_expect(r: redis.Redis) -> None:
+    """The 09 similarity checks compare with numpy's exact rankings: on the grader's set (250 products,
+    NOQUANT) VSIM must find exactly those, with and without FILTER, for every product."""
+    products = datasets.products()
+    vectors = np.asarray(datasets.embeddings("products", ShippedModel()), dtype=np.float64)
+    reference.load_product_set(r, "vset:products", products, vectors)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [p["id"] for p in products]
+    for row, product in enumerate(products):
+        cosine = unit @ unit[row]
+        for count, expression in ((13, None), (8, f".category == {json.dumps(product['category'])}")):
+            allowed = [i for i in range(len(products)) if expression is None or products[i]["category"] ==
+                       product["category"]]
+            best = sorted(allowed, key=lambda i: -cosine[i])[:count]
+            found = [ids.index(e.decode()) for e in r.vset().vsim("vset:products", product["id"], count=count,
+                                                                   filter=expression)]
+            assert sorted(cosine[found]) == pytest.approx(sorted(cosine[best]), abs=1e-4), (product, expression)
