@@ -16,6 +16,8 @@ import redis
 import reference
 from ta import Catalog, assert_unchanged, call, check_id_list, check_nearest_set, endswith_case, fail, show, snapshot
 
+from redis_workbook.report import as_text
+
 QUANT_TYPES = {"Q8": "int8", "NOQUANT": "f32", "BIN": "bin"}  # VADD's option -> VINFO's quant-type
 LOADED = "shop:vectors"
 SET_KEY = "vset:products"
@@ -31,14 +33,10 @@ def raw(r: redis.Redis, *args: object) -> object:
         r.connection_pool.release(connection)
 
 
-def text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def vinfo(r: redis.Redis, key: str) -> dict[str, str]:
     reply = raw(r, "VINFO", key)
     pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])  # type: ignore[index]
-    return {text(name): text(value) for name, value in pairs}
+    return {as_text(name): as_text(value) for name, value in pairs}
 
 
 def build_set(r: redis.Redis, key: str, catalog: Catalog) -> None:
@@ -47,7 +45,7 @@ def build_set(r: redis.Redis, key: str, catalog: Catalog) -> None:
 
 
 def keys_hint(r: redis.Redis) -> str:
-    keys = sorted(text(k) for k in r.scan_iter(count=1000))
+    keys = sorted(as_text(k) for k in r.scan_iter(count=1000))
     return f"Redis holds the keys {show(keys, 200)}."
 
 
@@ -64,7 +62,7 @@ def test_load_vector_set_adds_every_id_with_its_vector(nb, r: redis.Redis, shipp
     catalog = shipped_products
     dim, n = catalog.vectors.shape[1], len(catalog.ids)
     added = load(nb, r, LOADED, catalog)
-    kind = text(r.type(LOADED))
+    kind = as_text(r.type(LOADED))
     if kind == "none":
         fail(f"After load_vector_set(r, {LOADED!r}, ...) there is no key {LOADED!r}.", hint=keys_hint(r) +
              " Add every element to the key you are given: VADD key FP32 <float32 bytes> <id>.")
@@ -134,7 +132,7 @@ def test_load_vector_set_stores_the_attributes_as_json(nb, r: redis.Redis, shipp
             got = json.loads(stored)  # type: ignore[arg-type]
         except ValueError:
             fail(f"The attributes of element {product['id']!r} are not JSON.", expected=json.dumps(want),
-                 got=text(stored), hint="That is Python's str() of a dict (single quotes): FILTER can only read "
+                 got=as_text(stored), hint="That is Python's str() of a dict (single quotes): FILTER can only read "
                                         "JSON. Serialize with json.dumps(attributes).")
         if got != want:
             fail(f"The attributes of element {product['id']!r} are not the ones given for it.", expected=want,
