@@ -79,15 +79,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill the server when the process that started it dies.
-
-    SIGKILL, not SIGTERM: a server busy with a long command reads SIGTERM only when it is done, and
-    it keeps nothing on disk that a clean shutdown would save.
-    """
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when the process that started it dies (reset by fork and setuid)."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+
+def _server_dies_with_parent() -> None:
+    # SIGKILL, not SIGTERM: a Redis busy with a long command reads SIGTERM only when it is done, and it
+    # keeps nothing on disk that a clean shutdown would save.
+    die_with_parent(signal.SIGKILL)
 
 
 # Reads until its starter's end of the pipe closes (it exited or was killed), then removes a folder; and
@@ -158,7 +160,7 @@ class EmbeddedRedis:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, preexec_fn=die_with_parent, start_new_session=True,
+            stderr=subprocess.PIPE, preexec_fn=_server_dies_with_parent, start_new_session=True,
         )
         atexit.register(self.stop)
         self._wait_ready(started)

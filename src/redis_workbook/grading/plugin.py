@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[KEY] = Grading(config)
     if parent := os.environ.get(PARENT_ENV):
-        from redis_workbook.grading.sandbox import die_with_parent
+        from redis_workbook.server import die_with_parent
 
         die_with_parent(signal.SIGTERM)
         if str(os.getppid()) != parent:

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from redis_workbook.server import die_with_parent
+
 UID_BASE = 2_000_000_000
 NOGROUP = 65534
 MODES = ("root", "user", "none")
@@ -111,12 +113,6 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to kill this process when its parent dies (reset by fork and by a uid change)."""
-    if sys.platform.startswith("linux"):
-        _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-
 # ---------------------------------------------------------------------------------------------- the grader's side
 @functools.cache
 def mode() -> tuple[str, str]:
@@ -185,7 +181,7 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
     if report.mode != "none":
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         _filter_system_calls(report)
-    die_with_parent()
+    die_with_parent(signal.SIGKILL)
     os.chdir(report.workdir)
     return report
 

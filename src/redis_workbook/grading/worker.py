@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import sys
 import traceback
 from typing import Any
 
 from redis_workbook.grading import sandbox, wire
+from redis_workbook.server import die_with_parent
 
 CELL_FILE_PREFIX = "<ipython-input-"
 MAX_TEXT = 2000
@@ -296,7 +298,7 @@ def make_shell() -> Any:
 
 def main(argv: list[str]) -> None:
     request_fd, reply_fd, grader_pid = (int(a) for a in argv[1:4])
-    sandbox.die_with_parent()
+    die_with_parent(signal.SIGKILL)
     if os.getppid() != grader_pid:
         os._exit(3)  # the grader died before we got here
     sys.path[:] = [p for p in sys.path if p not in ("", "/", os.getcwd())]
