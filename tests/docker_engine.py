@@ -1,6 +1,6 @@
 """Session fixture `docker_engine`: a Docker engine with the two local stand-in Redis images.
 
-It starts a private dockerd (redis_workbook.dockerd: own socket, data and exec
+It starts a private dockerd (tests/dockerd.py: own socket, data and exec
 roots in a temp folder, no bridge, no iptables), points DOCKER_HOST at it for
 the session, sets REDIS_WORKBOOK_IMAGE to the local redis:8 stand-in unless
 already set (no registry is reachable here, so the default `redis:8.2` cannot
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
+from docker_image import LocalImage, build_local_images
+from dockerd import DockerdUnavailable, PrivateDockerd, find_dockerd
 
 from redis_workbook.containers import IMAGE_ENV, TESTCONTAINERS_DEFAULTS, docker_available
-from redis_workbook.docker_image import LocalImage, build_local_images
-from redis_workbook.dockerd import DockerdUnavailable, PrivateDockerd, find_dockerd
 
 
 @dataclass

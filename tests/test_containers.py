@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import redis
 from docker_engine import DockerEngine
+from docker_image import REDIS_LOCAL_TAG, build_image, redis_recipe
+from dockerd import PrivateDockerd
 from redis.backoff import NoBackoff
 from redis.commands.search.query import Query
 from redis.retry import Retry
@@ -42,8 +44,6 @@ from redis_workbook.containers import (
     image_setting,
     start_container,
 )
-from redis_workbook.docker_image import REDIS_LOCAL_TAG, build_image, redis_recipe
-from redis_workbook.dockerd import PrivateDockerd
 from redis_workbook.errors import RedisUnavailable
 from redis_workbook.loading import write_hashes
 from redis_workbook.schema import IndexSpec, create_index, vector_field

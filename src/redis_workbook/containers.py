@@ -353,7 +353,7 @@ def _ensure_image(client: docker.DockerClient, image: str) -> None:
         raise RedisUnavailable(
             f"The image {image} is not on this Docker engine and pulling it failed: {exc}. Pull it yourself "
             f"(`docker pull {image}`), or set {IMAGE_ENV} to an image the engine has (e.g. the locally built "
-            "redis-workbook/redis:8.2-local from redis_workbook.docker_image)."
+            "redis-workbook/redis:8.2-local from tests/docker_image.py)."
         ) from None
 
 

@@ -32,7 +32,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from redis_workbook.errors import WorkbookError
 from redis_workbook.server import die_with_parent
 
 START_TIMEOUT_S = 60.0
@@ -42,7 +41,7 @@ NETWORK_FLAGS = ("--bridge=none", "--iptables=false", "--ip-forward=false", "--i
 _SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class DockerdUnavailable(WorkbookError):
+class DockerdUnavailable(RuntimeError):
     """dockerd is not installed here, or cannot be started by this user; the message says which."""
 
 

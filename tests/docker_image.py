@@ -45,7 +45,6 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from redis_workbook.errors import WorkbookError
 from redis_workbook.server import find_server_files
 
 REDIS_LOCAL_TAG = "redis-workbook/redis:8.2-local"
@@ -55,7 +54,7 @@ REDIS_UID = 999
 
 # Same decisions as the official image's entrypoint, with shell builtins only (the image has no coreutils).
 REDIS_ENTRYPOINT = """#!/bin/sh
-# Stand-in for the official redis:8 image's docker-entrypoint.sh, built by redis_workbook.docker_image.
+# Stand-in for the official redis:8 image's docker-entrypoint.sh, built by tests/docker_image.py.
 # An option (or a .conf file) as first argument means `redis-server ARGS`; redis-server is
 # started with every module in /usr/local/lib/redis/modules/ appended as --loadmodule.
 set -e
@@ -72,7 +71,7 @@ exec "$@"
 
 # Same contract as redis-stack's entrypoint.sh: options come from the environment, word-split.
 STACK_ENTRYPOINT = """#!/bin/sh
-# Stand-in for redis/redis-stack-server's /entrypoint.sh, built by redis_workbook.docker_image.
+# Stand-in for redis/redis-stack-server's /entrypoint.sh, built by tests/docker_image.py.
 # Server options come from REDIS_ARGS, module options from REDISEARCH_ARGS / REDISJSON_ARGS;
 # all are split on whitespace, as in the original script.
 BASEDIR=/opt/redis-stack
@@ -88,7 +87,7 @@ exec ${BASEDIR}/bin/redis-server ${CONFFILE} --dir ${REDIS_DATA_DIR} --protected
 _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class ImageBuildError(WorkbookError):
+class ImageBuildError(RuntimeError):
     """A local stand-in image could not be built."""
 
 
