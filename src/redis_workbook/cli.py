@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "course": ("redis_workbook.coursefolder", "write a fresh course folder: notebooks, solutions, grader"),
     "lab": ("redis_workbook.lab", "start Redis and open JupyterLab on notebooks/"),
     "server": ("redis_workbook.lab_server", "run the embedded Redis in the foreground"),
     "release": ("redis_workbook.release", "generate notebooks/ from solutions/ with nbgrader"),

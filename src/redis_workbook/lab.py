@@ -14,12 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from redis_workbook import coursefolder
 from redis_workbook.connection import connect, redact
 from redis_workbook.server import EmbeddedRedis, die_with_parent
 
+NOTEBOOKS = "notebooks"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--notebooks", default="notebooks", help="folder to open (default: notebooks)")
+    parser.add_argument("--notebooks", default=NOTEBOOKS,
+                        help="folder to open (default: notebooks; when there is none here, the package's learner "
+                             "notebooks are written into it first)")
     parser.add_argument("--port", type=int, default=8888, help="JupyterLab port (default: 8888)")
     parser.add_argument("--no-browser", action="store_true",
                         help="don't open a browser (the default when there is no display)")
@@ -33,8 +38,16 @@ def headless() -> bool:
 def run(args: argparse.Namespace) -> int:
     folder = Path(args.notebooks)
     if not folder.is_dir():
-        print(f"No folder {folder}/ here. Run this from the redis-workbook checkout.", file=sys.stderr)
-        return 2
+        if args.notebooks != NOTEBOOKS:
+            print(f"No folder {folder}/ here: pass --notebooks FOLDER with the notebooks to open.", file=sys.stderr)
+            return 2
+        try:
+            written = coursefolder.copy(Path.cwd(), parts=("notebooks",))
+        except FileNotFoundError as exc:
+            print(f"redis-workbook lab: {exc}", file=sys.stderr)
+            return 2
+        print(f"Wrote the {len(written)} learner notebooks into {folder.resolve()}/; your work stays there "
+              "(run `redis-workbook lab` in this folder again to go on).")
     env = dict(os.environ)
     server = None
     if env.get("REDIS_URL"):

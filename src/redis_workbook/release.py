@@ -30,6 +30,8 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from redis_workbook.coursefolder import PACKAGED
+
 try:
     import tomllib
 except ImportError:  # Python 3.10; pytest depends on tomli there
@@ -65,16 +67,19 @@ class Layout:
         return self.root / "grader" / "points.toml"
 
 
-def find_root(start: Path | None = None) -> Path:
-    """The repository root: the nearest folder (cwd upwards, then the package's own) with solutions/."""
+def find_root(start: Path | None = None, packaged: bool = False) -> Path:
+    """The course's root: --root, else the nearest folder (cwd upwards, then the package's own) with solutions/ and
+    grader/; with `packaged`, else the installed package's own course (read-only: for --check)."""
     candidates = [start] if start else []
     here = Path.cwd().resolve()
     candidates += [here, *here.parents, *Path(__file__).resolve().parents]
+    candidates += [PACKAGED] if packaged else []
     for folder in candidates:
         if (folder / "solutions").is_dir() and (folder / "grader").is_dir():
             return folder
-    raise SystemExit("redis-workbook release: no solutions/ and grader/ folders found here or above; "
-                     "run it inside the redis-workbook repository or pass --root.")
+    raise SystemExit("redis-workbook release: no solutions/ and grader/ folders found here or above; run it inside "
+                     "the redis-workbook repository or a course folder (`redis-workbook course DIR` writes one), "
+                     "or pass --root.")
 
 
 def read_points(path: Path) -> dict[str, dict[str, int]]:
@@ -252,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    layout = Layout(find_root(args.root))
+    layout = Layout(find_root(args.root, packaged=args.check))
     selected = set(args.assignments) or None
     if args.check:
         with tempfile.TemporaryDirectory(prefix="redis-workbook-release-") as tmp:

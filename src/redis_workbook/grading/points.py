@@ -16,6 +16,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from redis_workbook.coursefolder import PACKAGED
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -30,7 +32,8 @@ class GraderNotFound(LookupError):
 
 
 def grader_dir() -> Path:
-    """REDIS_WORKBOOK_GRADER, else <repo>/grader next to this source tree, else the cwd's ancestors' grader/."""
+    """REDIS_WORKBOOK_GRADER; else <repo>/grader next to this source tree (an editable install); else grader/ in
+    the cwd or above (a course folder from `redis-workbook course`); else the installed package's own course."""
     if env := os.environ.get(GRADER_ENV):
         path = Path(env).resolve()
         if not (path / POINTS_FILE).is_file():
@@ -40,12 +43,14 @@ def grader_dir() -> Path:
     candidates = [here.parents[3] / "grader"]  # editable install: <repo>/src/redis_workbook/grading/points.py
     cwd = Path.cwd().resolve()
     candidates += [folder / "grader" for folder in (cwd, *cwd.parents)]
+    candidates.append(PACKAGED / "grader")
     for candidate in candidates:
         if (candidate / POINTS_FILE).is_file():
             return candidate
     raise GraderNotFound(
-        f"No grader found: set {GRADER_ENV} to the folder holding the grader's test_*.py and {POINTS_FILE}, "
-        "or run from inside the workbook's repository."
+        f"No grader found: set {GRADER_ENV} to the folder holding the grader's test_*.py and {POINTS_FILE}, or "
+        "work inside the repository or a course folder (`redis-workbook course DIR` writes one); this "
+        f"installation carries no course of its own ({PACKAGED} is missing)."
     )
 
 
@@ -76,8 +81,10 @@ def assignments(folder: Path | None = None) -> tuple[str, ...]:
 
 
 def secret_paths(grader: Path) -> list[Path]:
-    """What learner code must never read: the grader, and the repository's solutions, history and tests."""
-    return [grader, *(grader.parent / name for name in ("solutions", ".git", "tests"))]
+    """What learner code must never read: the grader, and the course's solutions, the repository's history and
+    tests; and always the installed package's own grader and solutions (package data inside site-packages)."""
+    return [grader, *(grader.parent / name for name in ("solutions", ".git", "tests")),
+            PACKAGED / "grader", PACKAGED / "solutions"]
 
 
 def module_path(assignment: str, folder: Path | None = None) -> Path:
