@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis_workbook.grading import backends, intake, points, remote, sandbox
+from redis_workbook.grading import backends, intake, points, remote, sandbox, shards
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
@@ -106,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "files and network (only for code you trust)")
     parser.add_argument("--hide", action="append", default=[], metavar="PATH",
                         help="another path learner code must not see (repeatable)")
+    parser.add_argument("--shard", type=shards.parse, metavar="I/N",
+                        help="grade only shard I of N (0 <= I < N): the students whose id hashes to I, with all their "
+                             "assignments; `redis-workbook merge` joins the shards' OUT folders into one gradebook")
 
 
 class UsageProblem(Exception):
@@ -117,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         grader = points.grader_dir()
         submitted, out, extra = _check_args(args)
         args.sandbox = _sandbox_mode(args)
-    except (UsageProblem, points.GraderNotFound) as exc:
+        shards.check_out(out, args.shard)
+    except (UsageProblem, points.GraderNotFound, shards.ShardProblem) as exc:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
     known = points.assignments(grader)
@@ -126,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         suite = Suite(grader, extra)
         jobs = discover(submitted, out, suite.root / "submissions", known)
+        students = {job.student for job in jobs}
+        if args.shard is not None:
+            jobs = [job for job in jobs if shards.shard_of(job.student, args.shard[1]) == args.shard[0]]
         problems = suite.preflight(sorted({j.assignment for j in jobs if j.assignment in known}))
         if problems:
             print("redis-workbook grade: the tests cannot grade anything yet:\n" + "\n".join(problems),
@@ -133,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         hide = [str(p) for p in (*points.secret_paths(grader), extra, submitted, out, suite.root, *args.hide)
                 if p is not None]
-        return ClassRun(args, suite, known, hide).grade(jobs)
+        code = ClassRun(args, suite, known, hide).grade(jobs)
+        if args.shard is not None and code != 130:  # finished (130: interrupted; a rerun resumes)
+            shards.write_marker(out, args.shard, students, suite.fingerprint, [(j.student, j.assignment) for j in jobs])
+        return code
     except KeyboardInterrupt:  # before grading started (reading the submissions, collecting the tests)
         print("Interrupted before any submission was graded.", file=sys.stderr)
         return 130
