@@ -18,14 +18,18 @@ from processes import descendants, running, wait_gone
 
 from redis_workbook.server import free_port
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def read_until(stream, pattern: str, timeout: float = 60) -> re.Match[str]:  # noqa: ANN001
+
+def read_until(stream, pattern: str, timeout: float = 60, log: list[str] | None = None) -> re.Match[str]:  # noqa: ANN001
     deadline, seen = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         line = stream.readline()
         if not line:
             break
         seen += line
+        if log is not None:
+            log.append(line)
         if match := re.search(pattern, line):
             return match
     raise AssertionError(f"no {pattern!r} in output:\n{seen}")
@@ -59,19 +63,30 @@ def test_server_prints_a_url_that_works_and_stops_on_ctrl_c() -> None:
     assert redis_pids and not any(running(pid) for pid in redis_pids)
 
 
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `redis-workbook lab &` in a script or nohup hands it
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_lab_serves_notebooks_with_redis_and_stops_everything(tmp_path: Path, stop_signal: int) -> None:
-    (tmp_path / "notebooks").mkdir()
+    fresh = stop_signal == signal.SIGINT  # then there is no notebooks/ yet: lab writes the learner notebooks
+    if not fresh:
+        (tmp_path / "notebooks").mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DISPLAY")}
     env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
     port = free_port()
+    log: list[str] = []
     lab = subprocess.Popen([sys.executable, "-m", "redis_workbook.cli", "lab", "--port", str(port)],
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           preexec_fn=ignore_sigint)  # Ctrl-C must work even when started with SIGINT ignored
     try:
-        url = read_until(lab.stdout, r"export REDIS_URL='([^']+)'").group(1)
+        url = read_until(lab.stdout, r"export REDIS_URL='([^']+)'", log=log).group(1)
         assert isinstance(redis.Redis.from_url(url).execute_command("FT._LIST"), list)
-        read_until(lab.stdout, rf"http://127\.0\.0\.1:{port}/lab", timeout=90)
+        lab_url = read_until(lab.stdout, rf"JupyterLab is ready\. Open (http://127\.0\.0\.1:{port}/lab\?token=\w+)",
+                             timeout=90, log=log).group(1)
         assert "version" in api_status(port)
+        contents = lab_url.replace("/lab?", "/api/contents?")  # the printed URL alone lets the learner in
+        assert json.load(urllib.request.urlopen(contents, timeout=10))["type"] == "directory"
         started = descendants(lab.pid)
         assert len(started) >= 2  # redis-server and jupyter-lab
     finally:
@@ -81,3 +96,10 @@ def test_lab_serves_notebooks_with_redis_and_stops_everything(tmp_path: Path, st
     assert not wait_gone(started)
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url).ping()
+    printed = "".join(log) + lab.stdout.read()
+    if fresh:
+        learner = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+        assert sorted(p.name for p in (tmp_path / "notebooks").iterdir()) == learner
+        assert f"Wrote the {len(learner)} learner notebooks" in printed
+    for misleading in ("No nbgrader_config.py", "Control-C", "twice to skip confirmation"):
+        assert misleading not in printed, printed

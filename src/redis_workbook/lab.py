@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TextIO
 
 from redis_workbook import coursefolder
 from redis_workbook.connection import connect, redact
 from redis_workbook.server import EmbeddedRedis, die_with_parent
 
 NOTEBOOKS = "notebooks"
+URL = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=\w+")
+CONTROL_C = "Use Control-C to stop this server"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +38,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def headless() -> bool:
     return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or
                                                       os.environ.get("WAYLAND_DISPLAY"))
+
+
+def relay(output: TextIO, port: int) -> None:
+    """JupyterLab's log, without its own Ctrl-C advice (ours holds); its address, token included, said plainly."""
+    announced = False
+    for line in output:
+        if CONTROL_C in line:
+            continue
+        sys.stdout.write(line)
+        found = None if announced else URL.search(line)
+        if found:
+            announced = True
+            if int(found.group(1)) != port:
+                sys.stdout.write(f"Port {port} was busy, so JupyterLab is on port {found.group(1)}.\n")
+            sys.stdout.write(f"\nJupyterLab is ready. Open {found.group(0)}\n"
+                             "(Ctrl-C here stops JupyterLab and Redis.)\n\n")
+        sys.stdout.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
         command.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # containers and Codespaces often run as root
-    print("Starting JupyterLab; open the http://127.0.0.1:... URL it prints. Ctrl-C stops everything.",
-          flush=True)
+    # formgrader is nbgrader's instructor view; for a learner it only warns "No nbgrader_config.py file found".
+    command.append("--ServerApp.jpserver_extensions=nbgrader.server_extensions.formgrader=False")
+    print("Starting JupyterLab...", flush=True)
+    # Ctrl-C must work however we were started: `cmd &` in a script and nohup hand us SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Its own session keeps the terminal's Ctrl-C away from JupyterLab (which would ask
     # "Shutdown? (y/n)"); we forward a clean SIGTERM instead, and SIGTERM to us counts as Ctrl-C.
-    lab = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
+    lab = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    threading.Thread(target=relay, args=(lab.stdout, args.port), daemon=True).start()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return lab.wait()
