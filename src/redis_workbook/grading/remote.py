@@ -327,7 +327,8 @@ class Notebook:
                      "notebook_name": submission.name,
                      "notebook_text": submission.text,
                      "sandbox": {"mode": self.enclosure.mode, "limits": vars(self.settings.limits),
-                                 "hide": list(hide or []), "expose": [str(self.enclosure.sockets)]}}
+                                 "hide": list(hide or []), "expose": [str(self.enclosure.sockets)],
+                                 "folder": str(self.enclosure.folder)}}
         self.grading_address = grading_address
         self.worker: WorkerProcess | None = None
         self.generation = 0

@@ -174,7 +174,7 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
     else:
         report.warnings.append("no sandbox: learner code runs as the grader's user, can read and write whatever "
                                "that user can and reach the network")
-    _make_workdir(report, uid, notebook_name, notebook_text)
+    _make_workdir(report, uid, notebook_name, notebook_text, settings.get("folder"))
     _set_limits(limits, fresh_uid=report.mode != "none", report=report)
     if report.mode != "none":
         _drop_capabilities(uid, report)
@@ -323,9 +323,13 @@ def _loopback_up() -> None:
         fcntl.ioctl(sock, siocsifflags, struct.pack("16sH22x", b"lo", iff_up | iff_loopback | iff_running))
 
 
-def _make_workdir(report: Report, uid: int | None, name: str, text: str) -> None:
-    """A fresh folder holding only the notebook, plus home and temp folders for the learner's code."""
-    base = "/tmp" if report.mode != "none" else tempfile.mkdtemp(prefix="redis-workbook-worker-")
+def _make_workdir(report: Report, uid: int | None, name: str, text: str, folder: str | None) -> None:
+    """A fresh folder holding only the notebook, plus home and temp folders for the learner's code.
+
+    Without namespaces it lies in `folder`, the submission's private folder, which the grader's
+    reaper removes even if the grader is killed.
+    """
+    base = "/tmp" if report.mode != "none" else tempfile.mkdtemp(prefix="worker-", dir=folder)
     report.cleanup = "" if report.mode != "none" else base
     folders = {sub: os.path.join(base, sub) for sub in ("work", "home", "tmp")}
     for folder in folders.values():
