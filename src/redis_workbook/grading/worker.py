@@ -293,7 +293,19 @@ def make_shell() -> Any:
     config.HistoryManager.enabled = False
     config.InteractiveShell.colors = "nocolor"
     config.InteractiveShell.xmode = "Plain"
-    return InteractiveShell.instance(config=config)
+    shell = InteractiveShell.instance(config=config)
+    full = shell.showtraceback
+
+    def showtraceback(*args: Any, **kwargs: Any) -> None:
+        # Formatting a traceback with the memory still full can take seconds of failing allocations:
+        # after a MemoryError one line is enough (the grader reports the cell anyway).
+        if isinstance(sys.exc_info()[1], MemoryError):
+            print("MemoryError", file=sys.stderr)
+            return
+        full(*args, **kwargs)
+
+    shell.showtraceback = showtraceback
+    return shell
 
 
 def main(argv: list[str]) -> None:
