@@ -4,8 +4,9 @@ Learners import `redis_workbook`; nothing in it may pass a graded check (issue 8
 importable"). So the reference versions of the exercises whose right answer is Redis state
 rather than a number the checks compute inline live here, in plain redis-py, as
 learner-api.md describes them: the search module's version (01), the product index and
-loader (02, and the catalogue the 03/04/06 checks run on), the post index and loader (07),
-the vector-set loader (09, and the set the 09 similarity checks run on).
+loader (02, and the catalogue the 03/04/06 checks run on), the range query (03, which the
+range checks' numpy answers are tested against), the post index and loader (07), the vector-set
+loader (09, and the set the 09 similarity checks run on).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 from redis.commands.search.field import NumericField, TagField, TextField
+from redis.commands.search.query import Query
 
 from redis_workbook.report import as_text
 from redis_workbook.schema import CATEGORY_SEPARATOR, IndexSpec, create_index, vector_field
@@ -37,6 +39,25 @@ def product_index(dim: int, algorithm: str = "HNSW", name: str = "idx:products",
     fields = (TextField("name"), TextField("description"), TagField("category", separator=CATEGORY_SEPARATOR),
               NumericField("price", sortable=True), vector_field(dim, algorithm))
     return IndexSpec(name, prefix, fields)
+
+
+def within(r: redis.Redis, query_vector: Sequence[float] | np.ndarray, min_similarity: float,
+           index_name: str = "idx:products") -> list[tuple[str, float]]:
+    """(id, similarity) of every product at least min_similarity similar, best first (VECTOR_RANGE).
+
+    COSINE distance is 1 - similarity, so the radius is 1 - min_similarity. A range has no k: count
+    the matches first (LIMIT 0 0), then ask for all of them, since FT.SEARCH pages 10 by default.
+    """
+    query = (Query("@embedding:[VECTOR_RANGE $radius $vec]=>{$YIELD_DISTANCE_AS: dist}")
+             .sort_by("dist")
+             .return_fields("dist")
+             .dialect(2))
+    params = {"radius": 1 - min_similarity, "vec": np.asarray(query_vector, dtype=np.float32).tobytes()}
+    total = r.ft(index_name).search(query.paging(0, 0), query_params=params).total
+    if total == 0:
+        return []
+    docs = r.ft(index_name).search(query.paging(0, total), query_params=params).docs
+    return [(as_text(doc.id).split(":", 1)[1], 1 - float(doc.dist)) for doc in docs]
 
 
 def post_index(dim: int, algorithm: str = "HNSW", name: str = "idx:posts", prefix: str = "post:") -> IndexSpec:
