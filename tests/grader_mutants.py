@@ -108,6 +108,15 @@ def knn_search(r, query_vector, k=5, index_name="idx:products", ef_runtime=None)
 
 def distance_to_similarity(distance):
     return 1.0 - float(distance)
+
+
+def within(r, query_vector, min_similarity, index_name="idx:products"):
+    query = (Query("@embedding:[VECTOR_RANGE $radius $vec]=>{$YIELD_DISTANCE_AS: dist}")
+             .sort_by("dist").return_fields("dist").dialect(2))
+    params = {"radius": 1 - min_similarity, "vec": np.asarray(query_vector, dtype="<f4").tobytes()}
+    total = r.ft(index_name).search(query.paging(0, 0), query_params=params).total
+    docs = r.ft(index_name).search(query.paging(0, total), query_params=params).docs
+    return [(_text(doc.id).partition(":")[2], 1 - float(doc.dist)) for doc in docs]
 ''',
     "04_hybrid": '''
 def hybrid_search(r, query_vector, k=5, category=None, price_range=None, text=None, index_name="idx:products"):
@@ -361,6 +370,28 @@ MUTANTS = [
            "prefix"),
     Mutant("distance_to_similarity returns the distance", "03_knn", "return 1.0 - float(distance)",
            "return float(distance)", "distance unchanged"),
+    # ---- 03 range queries: each mistake but the radius costs exactly one named check
+    Mutant("within passes min_similarity as the radius", "03_knn", '"radius": 1 - min_similarity',
+           '"radius": min_similarity', "1 - min_similarity"),
+    Mutant("within returns distances", "03_knn", "1 - float(doc.dist)) for doc in docs]",
+           "float(doc.dist)) for doc in docs]", "distances where similarities",
+           check="test_within_returns_similarities_best_first"),
+    Mutant("within without LIMIT: FT.SEARCH's first 10", "03_knn",
+           "    total = r.ft(index_name).search(query.paging(0, 0), query_params=params).total\n"
+           "    docs = r.ft(index_name).search(query.paging(0, total), query_params=params).docs\n",
+           "    docs = r.ft(index_name).search(query, query_params=params).docs\n", "LIMIT",
+           check="test_within_finds_every_product_above_the_threshold"),
+    Mutant("within as a KNN 10 filtered by similarity", "03_knn",
+           "    total = r.ft(index_name).search(query.paging(0, 0), query_params=params).total\n"
+           "    docs = r.ft(index_name).search(query.paging(0, total), query_params=params).docs\n",
+           "    knn = Query(\"*=>[KNN 10 @embedding $vec AS dist]\").sort_by(\"dist\").paging(0, 10).dialect(2)\n"
+           "    docs = [doc for doc in r.ft(index_name).search(knn, query_params={\"vec\": params[\"vec\"]}).docs\n"
+           "            if 1 - float(doc.dist) >= min_similarity]\n", "fixed k",
+           check="test_within_finds_every_product_above_the_threshold"),
+    Mutant("within returns None when nothing is close enough", "03_knn",
+           "    return [(_text(doc.id).partition(",
+           "    if not docs:\n        return None\n    return [(_text(doc.id).partition(",
+           "empty list", check="test_within_returns_an_empty_list_when_nothing_is_close_enough"),
     Mutant("vector_to_bytes keeps float64", "02_indexing", "return array.tobytes()",
            "return np.asarray(vector, dtype=np.float64).tobytes()", "float64"),
     Mutant("vector_to_bytes accepts NaN", "02_indexing", "    if not np.isfinite(array).all():\n", "    if False:\n",
