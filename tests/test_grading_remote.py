@@ -345,10 +345,13 @@ def test_url_backend_adds_and_removes_a_restricted_learner_user() -> None:
         learner = redis.Redis.from_url(under_test.learner_url)
         learner.set("mine", "ok")
         for command in (("FLUSHALL",), ("CONFIG", "SET", "maxmemory", "1mb"), ("SHUTDOWN",),
-                        ("ACL", "LIST"), ("EVAL", "return 1", "0"), ("SCRIPT", "FLUSH")):
+                        ("ACL", "LIST"), ("EVAL", "return 1", "0"), ("SCRIPT", "FLUSH"),
+                        ("FT.CONFIG", "SET", "TIMEOUT", "1"), ("RESTORE", "k", "0", b"\x00"), ("SORT", "mine")):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 learner.execute_command(*command)
         assert learner.execute_command("MODULE", "LIST")
+        assert learner.execute_command("FT.CONFIG", "GET", "TIMEOUT") and learner.keys("mine") == [b"mine"]
+        assert learner.info("memory")["used_memory"] > 0  # the harmless @dangerous reads the notebooks teach
         user = learner.acl_whoami()
         under_test.stop()
         assert user not in server.client().acl_users() and server.client().get("mine") == b"ok"

@@ -36,7 +36,8 @@ LEARNER_RULES = (
 # Every server the grader starts: no payload from RESTORE unchecked, bounded client buffers, bounded values.
 SERVER_SETTINGS = {"sanitize-dump-payload": "yes", "client-query-buffer-limit": "16mb",
                    "proto-max-bulk-len": "16mb", "maxmemory-clients": "64mb"}
-MODULE_RULES = ("-ft.config",)  # search-module settings are server-wide too (only where the module is loaded)
+# Search-module settings are server-wide too (only where the module is loaded); reading them is what 03 teaches.
+MODULE_RULES = ("-ft.config", "+ft.config|get")
 
 
 @dataclass
