@@ -25,6 +25,9 @@ from redis_workbook.schema import create_index
 ISSUE_KEYS = ("load_vectors_per_s", "load_vs_redisvl", "load_vs_naive", "knn_p50_ms", "knn_p99_ms",
               "knn_recall_at_10", "knn_vs_numpy", "flat_p50_ms", "batch100_ms", "memory_bytes_per_vector",
               "server_start_s")
+# issue 13: each figure next to the real limit (the algorithm in-process, numpy's batch, a plain pipeline)
+LIMIT_RATIOS = ("insert_cpu_vs_hnswlib", "knn_p50_vs_inprocess", "knn_p50_vs_inprocess_plus_ping", "flat_vs_numpy",
+                "batch100_vs_numpy_batch", "flat_load_vs_redisvl", "flat_load_vs_pipeline")
 
 
 # ------------------------------------------------------------------ the command, once, as CI's smoke test
@@ -52,6 +55,25 @@ def test_quick_run_has_every_key_of_the_issue_and_each_is_sane(quick: tuple[dict
     assert set(results["targets"]) == set(TARGETS)
     assert results["machine"]["redis"].startswith(("7.", "8.")) and results["machine"]["cpus"] >= 1
     assert "JSON written to" in table
+
+
+def test_quick_run_measures_against_the_limits(quick: tuple[dict, str]) -> None:
+    res, table = quick
+    for key in LIMIT_RATIOS + ("vset_bytes_per_vector", "vset_recall_at_10"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
+        assert f"| {key} " in table, f"{key} missing from the printed table"
+    for key in ("inprocess_recall_at_10", "vset_recall_at_10"):
+        assert 0.0 <= res[key] <= 1.0, key
+    assert res["inprocess_ef"] in perf.EF_SWEEP and len(res["inprocess_sweep"]) == len(perf.EF_SWEEP)
+    assert res["knn_p50_vs_inprocess"] == pytest.approx(res["knn_p50_ms"] / res["inprocess_p50_ms"])
+    assert res["knn_p50_vs_inprocess_plus_ping"] < res["knn_p50_vs_inprocess"]
+    assert res["flat_vs_numpy"] == pytest.approx(res["flat_p50_ms"] / res["knn_numpy_ms"])
+    assert res["batch100_vs_numpy_batch"] == pytest.approx(res["flat_batch100_ms"] / res["numpy_batch100_ms"])
+    assert res["flat_load_vs_pipeline"] == pytest.approx(res["flat_load_vectors_per_s"]
+                                                         / res["flat_load_pipeline_vectors_per_s"])
+    # a vector set holds each vector at least once: 384 bytes quantized to int8 (Q8, all --quick loads)
+    assert 384 < res["vset_bytes_per_vector"] and "vset_noquant_bytes_per_vector" not in res
+    assert res["vset_insert_cpu_us_per_vector"] > 0
 
 
 def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
@@ -128,7 +150,7 @@ def test_redisvl_schema_describes_the_same_index(r: redis.Redis, algorithm: str)
     assert attributes("idx:theirs") == attributes(ours.name)
 
 
-def test_the_three_loaders_store_the_same_bytes(r: redis.Redis) -> None:
+def test_the_four_loaders_store_the_same_bytes(r: redis.Redis) -> None:
     matrix, records = perf.unit_vectors(30, 8), perf.bench_records(30)
     stored = {}
     for loader in perf.LOADERS:
@@ -137,7 +159,7 @@ def test_the_three_loaders_store_the_same_bytes(r: redis.Redis) -> None:
         assert result.n == 30 and result.seconds > 0 and result.per_s > 0
         stored[loader] = {key[len(spec.prefix):]: r.hgetall(key) for key in r.scan_iter(f"{spec.prefix}*")}
         assert int(ft_info(r, spec.name)["num_docs"]) == 30
-    assert stored["bulk"] == stored["naive"] == stored["redisvl"]
+    assert stored["bulk"] == stored["naive"] == stored["redisvl"] == stored["pipeline"]
     assert stored["bulk"][b"7"] == {b"id": b"7", b"category": b"c7", b"embedding": matrix[7].tobytes()}
 
 
@@ -178,6 +200,28 @@ def test_memory_report_counts_what_the_load_added(r: redis.Redis) -> None:
     perf.drop_index(r, spec)
     assert r.dbsize() == 0
     perf.drop_index(r, spec)  # dropping twice is harmless
+
+
+def test_hnswlib_peer_finds_the_exact_neighbours_on_easy_data() -> None:
+    matrix, queries = perf.unit_vectors(500, 8), perf.unit_vectors(20, 8, 9)
+    peer = perf.hnswlib_peer(matrix, queries, perf.exact_top_k(matrix, queries), m=16, ef_construction=200,
+                             efs=(10, 200))
+    assert peer.build_cpu_seconds > 0 and [p.ef_runtime for p in peer.sweep] == [10, 200]
+    assert peer.sweep[-1].recall >= 0.99
+
+
+def test_vector_set_load_query_and_memory(r: redis.Redis) -> None:
+    matrix, queries = perf.unit_vectors(300, 16), perf.unit_vectors(10, 16, 9)
+    assert perf.load_vset(r, "vs", matrix, "NOQUANT") > 0
+    assert r.execute_command("VCARD", "vs") == 300
+    run = perf.time_vsim(r, "vs", queries, ef=200, warmup=1)
+    assert run.recall(perf.exact_top_k(matrix, queries)) >= 0.99
+    assert perf.vset_bytes(r, "vs") > 300 * 16 * 4
+
+
+def test_ping_and_numpy_batch_timings(r: redis.Redis) -> None:
+    assert len(perf.time_ping(r, repeats=5)) == 5
+    assert perf.time_numpy_batch(perf.unit_vectors(100, 8), perf.unit_vectors(10, 8, 1), repeats=2) > 0
 
 
 # ------------------------------------------------------------------ the loader's fast path

@@ -402,3 +402,116 @@ def memory_report(r: redis.Redis, spec: IndexSpec, n: int, dim: int, before: int
     """Memory the load added (`before` = used_memory taken before it) next to the index's own share."""
     info = ft_info(r, spec.name)
     return MemoryReport(n, dim, used_memory(r) - before, float(info["vector_index_sz_mb"]) * 2**20)
+
+
+# ------------------------------------------------------------------ the limits: peers outside Redis
+
+
+def load_pipeline(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, progress: bool,
+                  batch: int = 1_000) -> object:
+    """A plain redis-py pipeline: `hset(mapping=...)` per record, `execute()` every `batch` records."""
+    pipe = r.pipeline(transaction=False)
+    for i, (record, row) in enumerate(zip(records, matrix), 1):
+        pipe.hset(f"{spec.prefix}{record['id']}", mapping={**record, spec.vector_field: row.tobytes()})
+        if i % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    return None
+
+
+LOADERS["pipeline"] = load_pipeline
+
+
+def time_ping(r: redis.Redis, repeats: int = 200) -> list[float]:
+    """Seconds per PING: the round trip alone, the floor under every single-query figure."""
+    r.ping()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        r.ping()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def time_numpy_batch(matrix: np.ndarray, queries: np.ndarray, k: int = K, repeats: int = 5) -> float:
+    """Median seconds for the exact top-k of all `queries` at once: one matrix product (exact_top_k)."""
+    exact_top_k(matrix, queries, k)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        exact_top_k(matrix, queries, k)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """hnswlib in this process, one thread, at the index's M and EF_CONSTRUCTION on the same vectors."""
+
+    build_cpu_seconds: float
+    sweep: list[SweepPoint]
+
+
+def hnswlib_peer(matrix: np.ndarray, queries: np.ndarray, exact: np.ndarray, m: int, ef_construction: int,
+                 efs: Sequence[int] = EF_SWEEP, k: int = K) -> InProcess:
+    """Build an hnswlib index (cosine) in one thread, timing its CPU, then sweep ef like recall_sweep."""
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=matrix.shape[1])
+    index.init_index(max_elements=len(matrix), M=m, ef_construction=ef_construction, random_seed=0)
+    index.set_num_threads(1)
+    started = time.process_time()
+    index.add_items(matrix, np.arange(len(matrix)))
+    build = time.process_time() - started
+    points = []
+    for ef in efs:
+        index.set_ef(max(ef, k))
+        seconds, ids = [], []
+        for query in queries:
+            began = time.perf_counter()
+            labels, _ = index.knn_query(query, k=k)
+            seconds.append(time.perf_counter() - began)
+            ids.append(labels[0].tolist())
+        run = QueryRun(seconds, ids)
+        points.append(SweepPoint(ef, run.recall(exact), run.p50_ms, run.p99_ms))
+    return InProcess(build, points)
+
+
+# ------------------------------------------------------------------ vector sets
+
+
+def load_vset(r: redis.Redis, key: str, matrix: np.ndarray, quantization: str = "Q8", m: int = 16,
+              ef_construction: int = 200, batch: int = 500) -> float:
+    """VADD every row (element = its row number) in pipelined batches; returns the wall seconds."""
+    r.delete(key)
+    blobs = np.ascontiguousarray(matrix, dtype="<f4")
+    started = time.perf_counter()
+    pipe = r.pipeline(transaction=False)
+    for i, row in enumerate(blobs):
+        pipe.execute_command("VADD", key, "FP32", row.tobytes(), i, quantization, "EF", ef_construction, "M", m)
+        if (i + 1) % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    return time.perf_counter() - started
+
+
+def time_vsim(r: redis.Redis, key: str, queries: np.ndarray, ef: int, k: int = K, warmup: int = 20) -> QueryRun:
+    """One VSIM round trip per query at exploration factor `ef`, like time_queries."""
+    def args(query: np.ndarray) -> list[object]:
+        return ["VSIM", key, "FP32", query.astype("<f4").tobytes(), "COUNT", k, "EF", ef]
+
+    for query in queries[:warmup]:
+        r.execute_command(*args(query))
+    seconds, ids = [], []
+    for query in queries:
+        command = args(query)
+        started = time.perf_counter()
+        reply = r.execute_command(*command)
+        seconds.append(time.perf_counter() - started)
+        ids.append([int(element) for element in reply])
+    return QueryRun(seconds, ids)
+
+
+def vset_bytes(r: redis.Redis, key: str) -> int:
+    """MEMORY USAGE of the whole vector set (every node sampled)."""
+    return int(r.execute_command("MEMORY", "USAGE", key, "SAMPLES", 0))
