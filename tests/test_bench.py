@@ -76,6 +76,16 @@ def test_quick_run_measures_against_the_limits(quick: tuple[dict, str]) -> None:
     assert res["vset_insert_cpu_us_per_vector"] > 0
 
 
+def test_quick_run_compares_float16_and_bfloat16_with_float32(quick: tuple[dict, str]) -> None:
+    res, table = quick
+    for name in ("float16", "bfloat16"):
+        assert 0 < res[f"{name}_memory_vs_float32"] < 1, name  # half the bytes per vector in hash and index
+        assert f"| {name}_memory_vs_float32 " in table
+        assert 0.9 <= res[f"{name}_recall_at_10"] <= 1.0, name  # exact search; only rounding can lose a neighbour
+        assert res[f"{name}_index_bytes_per_vector"] < res["float32_index_bytes_per_vector"]
+    assert res["float32_recall_at_10"] >= 0.99
+
+
 def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
     res, _ = quick
     assert res["load_vs_redisvl"] == pytest.approx(res["load_vectors_per_s"] / res["load_redisvl_vectors_per_s"])
@@ -217,6 +227,19 @@ def test_vector_set_load_query_and_memory(r: redis.Redis) -> None:
     run = perf.time_vsim(r, "vs", queries, ef=200, warmup=1)
     assert run.recall(perf.exact_top_k(matrix, queries)) >= 0.99
     assert perf.vset_bytes(r, "vs") > 300 * 16 * 4
+
+
+@pytest.mark.parametrize("vtype", ["FLOAT16", "BFLOAT16"])
+def test_narrow_vectors_are_stored_and_searched_in_their_type(r: redis.Redis, vtype: str) -> None:
+    matrix, queries = perf.unit_vectors(200, 8), perf.unit_vectors(5, 8, 9)
+    spec = perf.typed_index(8, vtype)
+    assert vtype in spec.fields[-1].args and len(perf.vector_bytes(matrix[:1], vtype)) == 16
+    perf.load_typed(r, spec, perf.bench_records(200), matrix, vtype)
+    assert len(r.hget(f"{spec.prefix}7", "embedding")) == 16
+    run = perf.time_queries(r, spec, queries, warmup=1, vtype=vtype)
+    assert run.recall(perf.exact_top_k(matrix, queries)) >= 0.9
+    with pytest.raises(ValueError, match="vtype must be one of"):
+        perf.vector_bytes(matrix, "INT8")
 
 
 def test_ping_and_numpy_batch_timings(r: redis.Redis) -> None:

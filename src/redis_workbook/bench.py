@@ -114,6 +114,7 @@ def measure(plan: Plan, say: Callable[[str], object] = print) -> dict[str, objec
         results["machine"] = machine(r)
         results |= bench.hnsw()
         results |= bench.flat()
+        results |= bench.compression()
         results |= bench.vsets(int(results["knn_ef_runtime"]))  # type: ignore[arg-type]
         results["loads"] = [load.__dict__ | {"per_s": load.per_s} for load in bench.loads]
         r.close()
@@ -271,6 +272,29 @@ class Bench:
         return out | {"vset_ef": ef}
 
 
+    def compression(self) -> dict[str, object]:
+        """The same vectors stored as FLOAT32, FLOAT16 and BFLOAT16 in FLAT indexes: memory and exact recall.
+
+        FLAT is exact search, so any recall lost is the narrower type's rounding alone.
+        """
+        out: dict[str, object] = {}
+        for vtype in perf.VECTOR_TYPES:
+            spec = perf.typed_index(self.plan.dim, vtype, "FLAT", "bench")
+            self.say(f"FLAT index of {vtype} vectors...")
+            before = perf.used_memory(self.r)
+            perf.load_typed(self.r, spec, self.data.records, self.data.matrix, vtype)
+            memory = perf.memory_report(self.r, spec, self.plan.n, self.plan.dim, before)
+            run = perf.time_queries(self.r, spec, self.data.queries, vtype=vtype)
+            name = vtype.lower()
+            out |= {f"{name}_bytes_per_vector": memory.bytes_per_vector,
+                    f"{name}_index_bytes_per_vector": memory.vector_index_bytes / self.plan.n,
+                    f"{name}_recall_at_10": run.recall(self.data.exact), f"{name}_p50_ms": run.p50_ms}
+            perf.drop_index(self.r, spec)
+        for name in ("float16", "bfloat16"):
+            out[f"{name}_memory_vs_float32"] = out[f"{name}_bytes_per_vector"] / out["float32_bytes_per_vector"]
+        return out
+
+
 def met(value: float, op: str, threshold: float) -> bool:
     return value >= threshold if op == ">=" else value <= threshold
 
@@ -409,6 +433,12 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
          f"{res['vset_load_vectors_per_s']:,.0f} /s, Redis CPU {res['vset_insert_cpu_us_per_vector']:,.0f} us per "
          f"insert{noquant_recall}"),
     ]
+    for name in ("float16", "bfloat16"):
+        rows.append((f"{name}_memory_vs_float32", f"{res[f'{name}_memory_vs_float32']:.2f}x",
+                     f"{name.upper()} in a FLAT index: {res[f'{name}_bytes_per_vector']:,.0f} B per vector (hash + "
+                     f"index) vs FLOAT32 {res['float32_bytes_per_vector']:,.0f} B; recall@10 "
+                     f"{res[f'{name}_recall_at_10']:.3f} (FLOAT32 {res['float32_recall_at_10']:.3f}), "
+                     f"p50 {res[f'{name}_p50_ms']:.3f} ms (FLOAT32 {res['float32_p50_ms']:.3f} ms)"))
     targets = res["targets"]
     return [(key, value, how, target_text(targets.get(key))) for key, value, how in rows]
 

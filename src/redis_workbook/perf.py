@@ -259,10 +259,11 @@ def _wait_indexed(r: redis.Redis, spec: IndexSpec, n: int, timeout: float = 600.
 # ------------------------------------------------------------------ queries
 
 
-def knn_args(spec: IndexSpec, query: np.ndarray, k: int = K, ef_runtime: int | None = None) -> list[object]:
+def knn_args(spec: IndexSpec, query: np.ndarray, k: int = K, ef_runtime: int | None = None,
+             vtype: str = "FLOAT32") -> list[object]:
     """The FT.SEARCH arguments of a KNN query returning ids and distances, nearest first."""
     ef = "" if ef_runtime is None else " EF_RUNTIME $ef"
-    params: list[object] = ["vec", query.astype("<f4").tobytes()] + ([] if ef_runtime is None else ["ef", ef_runtime])
+    params: list[object] = ["vec", vector_bytes(query, vtype)] + ([] if ef_runtime is None else ["ef", ef_runtime])
     return ["FT.SEARCH", spec.name, f"*=>[KNN {k} @{spec.vector_field} $vec{ef} AS dist]",
             "PARAMS", len(params), *params, "SORTBY", "dist", "RETURN", 1, "dist",
             "LIMIT", 0, k, "DIALECT", 2]
@@ -306,13 +307,13 @@ class QueryRun:
 
 
 def time_queries(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
-                 ef_runtime: int | None = None, warmup: int = 20) -> QueryRun:
+                 ef_runtime: int | None = None, warmup: int = 20, vtype: str = "FLOAT32") -> QueryRun:
     """One FT.SEARCH round trip per query, each timed on its own (what an application's request waits)."""
     for query in queries[:warmup]:
-        r.execute_command(*knn_args(spec, query, k, ef_runtime))
+        r.execute_command(*knn_args(spec, query, k, ef_runtime, vtype))
     seconds, ids = [], []
     for query in queries:
-        args = knn_args(spec, query, k, ef_runtime)
+        args = knn_args(spec, query, k, ef_runtime, vtype)
         started = time.perf_counter()
         reply = r.execute_command(*args)
         seconds.append(time.perf_counter() - started)
@@ -515,3 +516,47 @@ def time_vsim(r: redis.Redis, key: str, queries: np.ndarray, ef: int, k: int = K
 def vset_bytes(r: redis.Redis, key: str) -> int:
     """MEMORY USAGE of the whole vector set (every node sampled)."""
     return int(r.execute_command("MEMORY", "USAGE", key, "SAMPLES", 0))
+
+
+# ------------------------------------------------------------------ compression: FLOAT16 / BFLOAT16
+
+
+VECTOR_TYPES = ("FLOAT32", "FLOAT16", "BFLOAT16")
+
+
+def vector_bytes(matrix: np.ndarray, vtype: str = "FLOAT32") -> bytes:
+    """Rows as the little-endian bytes RediSearch expects for `vtype` (bfloat16: float32's top half, rounded)."""
+    values = np.ascontiguousarray(matrix, dtype="<f4")
+    if vtype == "FLOAT32":
+        return values.tobytes()
+    if vtype == "FLOAT16":
+        return values.astype("<f2").tobytes()
+    if vtype == "BFLOAT16":
+        bits = values.view("<u4").astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest, ties to even
+        return rounded.astype("<u2").tobytes()
+    raise ValueError(f"vtype must be one of {VECTOR_TYPES}, got {vtype!r}.")
+
+
+def typed_index(dim: int, vtype: str, algorithm: str = "FLAT", tag: str = "typed") -> IndexSpec:
+    """bench_index with the vector stored as `vtype` instead of FLOAT32."""
+    spec = bench_index(dim, algorithm, f"{tag}-{vtype.lower()}")
+    field = spec.fields[-1]
+    field.args[field.args.index("TYPE") + 1] = vtype
+    return spec
+
+
+def load_typed(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, vtype: str,
+               batch: int = 1_000) -> None:
+    """load_pipeline with each vector encoded as `vtype`; waits until the index counts them all."""
+    fresh_index(r, spec)
+    width = len(vector_bytes(matrix[:1], vtype))
+    blobs = vector_bytes(matrix, vtype)
+    pipe = r.pipeline(transaction=False)
+    for i, record in enumerate(records):
+        pipe.hset(f"{spec.prefix}{record['id']}",
+                  mapping={**record, spec.vector_field: blobs[i * width:(i + 1) * width]})
+        if (i + 1) % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    _wait_indexed(r, spec, len(records))
