@@ -245,7 +245,6 @@ class Bench:
                 "flat_load_vs_naive": peers["vs_naive"], "flat_load_naive_vectors_per_s": peers["naive_per_s"],
                 "flat_load_naive_bulk_vectors_per_s": peers["naive_bulk_per_s"]}
 
-
     def vsets(self, ef: int) -> dict[str, object]:
         """The same vectors in vector sets (VADD Q8 and NOQUANT, same M / EF): memory, VSIM latency and recall.
 
@@ -270,7 +269,6 @@ class Bench:
                      f"{run.p50_ms:.3f} ms, recall {out[f'vset{tag}_recall_at_10']:.3f}")
             self.r.delete(key)
         return out | {"vset_ef": ef}
-
 
     def compression(self) -> dict[str, object]:
         """The same vectors stored as FLOAT32, FLOAT16 and BFLOAT16 in FLAT indexes: memory and exact recall.
