@@ -79,7 +79,7 @@ def test_quick_run_measures_against_the_limits(quick: tuple[dict, str]) -> None:
 def test_quick_run_compares_float16_and_bfloat16_with_float32(quick: tuple[dict, str]) -> None:
     res, table = quick
     for name in ("float16", "bfloat16"):
-        assert 0 < res[f"{name}_memory_vs_float32"] < 1, name  # half the bytes per vector in hash and index
+        assert 0.4 < res[f"{name}_memory_vs_float32"] < 1, name  # half the bytes per vector in hash and index
         assert f"| {name}_memory_vs_float32 " in table
         assert 0.9 <= res[f"{name}_recall_at_10"] <= 1.0, name  # exact search; only rounding can lose a neighbour
         assert res[f"{name}_index_bytes_per_vector"] < res["float32_index_bytes_per_vector"]
