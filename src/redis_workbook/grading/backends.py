@@ -107,7 +107,11 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
         under_test = _secure(kind, server.url, stop=server.stop, own=True)
         under_test.pid = server.process.pid if server.process else None
         return under_test
-    from redis_workbook.containers import RedisContainerProvider  # needs docker and testcontainers
+    try:
+        from redis_workbook.containers import RedisContainerProvider
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(f"--backend testcontainers needs the `containers` extra ({exc.name} is not installed): "
+                           "pip install 'redis-workbook[containers]', or grade with the embedded backend.") from None
 
     container = RedisContainerProvider().start()
     under_test = _secure(kind, container.url, stop=container.stop, own=True)
