@@ -179,13 +179,15 @@ for _ in range(5):
     pid = os.fork()
     if pid == 0:
         try:
-            hog = bytearray(450 * 1024 * 1024)  # touched: zero-filled
+            hog = b"x" * (450 * 1024 * 1024)  # written, so resident (a bytearray's zero pages would not be)
             print("ALLOCATED", flush=True)
             time.sleep(30)
         finally:
             os._exit(0)
     children.append(pid)
 time.sleep(2.5)
+killed = [pid for pid in children if os.waitpid(pid, os.WNOHANG)[0] == pid]  # ended before their 30 s sleep
+print("KILLED", len(killed), flush=True)
 '''
 
 LEAVE_BEHIND = '''
