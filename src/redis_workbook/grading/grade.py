@@ -57,7 +57,7 @@ from redis_workbook.grading.results import (
     write_json_atomic,
     write_text_atomic,
 )
-from redis_workbook.server import reap_when_gone, stop_reaper
+from redis_workbook.server import reap_when_gone
 
 PRIVATE_PREFIX = "redis-workbook-grade-"
 LOG_TAIL = 3000
@@ -281,8 +281,9 @@ class Suite:
                 "warnings": [], "duration": 0}
 
     def remove(self) -> None:
+        """Remove the copy now; the reaper stays until this process exits and removes whatever a grading thread
+        still running after an interrupt creates in it (its pytest's temporary folder) after this."""
         shutil.rmtree(self.root, ignore_errors=True)
-        stop_reaper(self.reaper)
 
 
 def _remove_stale_copies() -> None:
