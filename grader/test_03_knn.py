@@ -16,9 +16,9 @@ from ta import (
     recorded_commands,
     searches,
     show,
-    wait_indexed,
 )
 
+from redis_workbook.report import wait_indexed
 from redis_workbook.schema import create_index
 
 

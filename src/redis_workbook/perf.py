@@ -18,7 +18,7 @@ import redis
 from redis.commands.search.field import TagField
 
 from redis_workbook.loading import interactive, write_hashes
-from redis_workbook.report import ft_info
+from redis_workbook.report import ft_info, unknown_index, wait_indexed
 from redis_workbook.schema import IndexSpec, check_algorithm, create_index, vector_field
 from redis_workbook.server import EmbeddedRedis
 
@@ -116,7 +116,7 @@ def drop_index(r: redis.Redis, spec: IndexSpec) -> None:
     try:
         r.execute_command("FT.DROPINDEX", spec.name, "DD")
     except redis.ResponseError as exc:
-        if "unknown index" not in str(exc).lower() and "no such index" not in str(exc).lower():
+        if not unknown_index(exc):
             raise
 
 
@@ -130,7 +130,7 @@ def fresh_index(r: redis.Redis, spec: IndexSpec) -> None:
     """
     drop_index(r, spec)
     create_index(r, spec)
-    _wait_indexed(r, spec, 0)
+    wait_indexed(r, spec.name, 0, timeout=600)
 
 
 Loader = Callable[[redis.Redis, IndexSpec, list, np.ndarray, bool], object]
@@ -229,7 +229,7 @@ def time_load(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray
     server_before, client_before = server_cpu_seconds(r), time.process_time()
     started = time.perf_counter()
     LOADERS[loader](r, spec, records, matrix, show)
-    _wait_indexed(r, spec, len(records))
+    wait_indexed(r, spec.name, len(records), timeout=600)
     seconds = time.perf_counter() - started
     client = time.process_time() - client_before
     indexing_ms = float(ft_info(r, spec.name)["total_indexing_time"])
@@ -243,17 +243,6 @@ def server_cpu_seconds(r: redis.Redis) -> float:
     if "used_cpu_user_main_thread" in cpu:
         return float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
-
-
-def _wait_indexed(r: redis.Redis, spec: IndexSpec, n: int, timeout: float = 600.0) -> None:
-    deadline = time.perf_counter() + timeout
-    while True:
-        info = ft_info(r, spec.name)
-        if int(info["num_docs"]) >= n and int(info["indexing"]) == 0 and float(info["percent_indexed"]) >= 1.0:
-            return
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{spec.name} indexed {info['num_docs']} of {n} documents in {timeout:.0f} s.")
-        time.sleep(0.01)
 
 
 # ------------------------------------------------------------------ queries
@@ -559,4 +548,4 @@ def load_typed(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarra
         if (i + 1) % batch == 0:
             pipe.execute()
     pipe.execute()
-    _wait_indexed(r, spec, len(records))
+    wait_indexed(r, spec.name, len(records), timeout=600)

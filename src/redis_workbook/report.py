@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -16,6 +17,26 @@ def ft_info(r: redis.Redis, name: str) -> dict[str, object]:
     """FT.INFO as a dict with str keys, for RESP2 and RESP3 clients alike."""
     raw = r.execute_command("FT.INFO", name)
     return _as_dict(raw)
+
+
+def unknown_index(exc: BaseException) -> bool:
+    """Whether Redis refused a command because the index does not exist (the wording differs across versions)."""
+    text = str(exc).lower()
+    return "unknown index" in text or "no such index" in text
+
+
+def wait_indexed(r: redis.Redis, name: str, count: int = 0, timeout: float = 30.0) -> int:
+    """Wait until the index has scanned every key under its prefixes (FT.CREATE over existing keys indexes them
+    in the background) and holds at least `count` documents; returns how many it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = ft_info(r, name)
+        docs, indexing = int(float(as_text(info["num_docs"]))), int(float(as_text(info.get("indexing", 0))))
+        if indexing == 0 and float(as_text(info.get("percent_indexed", 1))) >= 1 and docs >= count:
+            return docs
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still indexing after {timeout:.0f} s ({docs} of {count or '?'} documents).")
+        time.sleep(0.01)
 
 
 def _as_dict(raw: object) -> dict[str, object]:
