@@ -20,7 +20,7 @@ from typing import TextIO
 
 from redis_workbook import coursefolder
 from redis_workbook.connection import connect, redact
-from redis_workbook.server import EmbeddedRedis, die_with_parent
+from redis_workbook.server import EmbeddedRedis, die_with_parent, stop_processes
 
 NOTEBOOKS = "notebooks"
 URL = re.compile(r"http://127\.0\.0\.1:(\d+)/lab\?token=(\w+)")
@@ -155,12 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return lab.wait()
     except KeyboardInterrupt:
         print("\nStopping JupyterLab and Redis...", flush=True)
-        lab.send_signal(signal.SIGTERM)
-        try:
-            lab.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(lab.pid, signal.SIGKILL)
-            lab.wait()
+        stop_processes([lab], grace=20, group=True)
         return 0
     finally:
         if server is not None:

@@ -207,13 +207,7 @@ class EmbeddedRedis:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_processes([process])
             if process.stderr is not None:
                 process.stderr.close()
         if self.workdir is not None:
@@ -228,6 +222,30 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_processes(processes: list[subprocess.Popen], grace: float = 5.0, group: bool = False) -> None:
+    """SIGTERM each process (with `group`, its whole process group), SIGKILL what is left after `grace` seconds.
+    All get each signal together, so stopping N takes `grace`, not N times it."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        signalled = []
+        for process in processes:
+            if process.poll() is not None and not group:
+                continue
+            try:
+                os.killpg(process.pid, sig) if group else process.send_signal(sig)
+                signalled.append(process)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + wait
+        processes = []
+        for process in signalled:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                processes.append(process)
+        if not processes:
+            return
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
