@@ -322,8 +322,8 @@ def test_to_vector_bytes_bfloat16_rounds_to_nearest(nb) -> None:
              expected=[float(v) for v in (np.frombuffer(want, "<u2").astype(np.uint32) << 16).view("<f4")],
              got=[float(v) for v in decoded] if decoded is not None else show(got),
              hint="Truncation always rounds toward zero, which biases every value. Round to nearest: add 0x7FFF "
-                  "plus the lowest kept bit ((bits >> 16) & 1, ties to even) to the uint32 bits before `>> 16`; "
-                  "do it in uint64 (or check overflow) so that 1.9999999 becomes 2.0.")
+                  "plus the lowest kept bit ((bits >> 16) & 1, ties to even) to the uint32 bits before `>> 16` "
+                  "(a carry into the exponent is right: 1.9999999 becomes 2.0).")
     fail("`to_vector_bytes(..., 'BFLOAT16')` does not round float32 to the nearest bfloat16.",
          expected=f"{len(want)} bytes starting {want[:8]!r}", got=f"{len(got)} bytes starting {got[:8]!r}",
          hint=explain_bfloat16(got, values))
