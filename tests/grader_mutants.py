@@ -269,6 +269,51 @@ def similar_in_category(r, key, product_id, category, k=5):
     found = r.execute_command("VSIM", key, "ELE", product_id, "COUNT", k + 1, "FILTER", expression)
     return [e for e in map(_text, found) if e != product_id][:k]
 ''',
+    "10_json_and_compression": '''
+import json
+
+
+def load_products_json(r, products, embeddings, prefix="product_json:"):
+    rows = np.asarray(embeddings, dtype=np.float32)
+    pipe = r.pipeline(transaction=False)
+    for product, row in zip(products, rows, strict=True):
+        doc = {name: product[name] for name in ("id", "name", "description", "category", "price")}
+        doc["embedding"] = row.tolist()
+        pipe.json().set(f"{prefix}{product['id']}", "$", doc)
+    return len(pipe.execute())
+
+
+def create_json_index(r, dim, algorithm="HNSW", index_name="idx:products_json", prefix="product_json:"):
+    params = {"TYPE": "FLOAT32", "DIM": dim, "DISTANCE_METRIC": "COSINE"}
+    if algorithm.upper() == "HNSW":
+        params.update(M=16, EF_CONSTRUCTION=200)
+    fields = [TextField("$.name", as_name="name"), TextField("$.description", as_name="description"),
+              TagField("$.category", as_name="category", separator="|"),
+              NumericField("$.price", as_name="price", sortable=True),
+              VectorField("$.embedding", algorithm.upper(), params, as_name="embedding")]
+    definition = IndexDefinition(prefix=[prefix], index_type=IndexType.JSON)
+    try:
+        r.ft(index_name).create_index(fields, definition=definition)
+    except redis.ResponseError as exc:
+        if "already exists" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def to_vector_bytes(vector, dtype="FLOAT32"):
+    name = dtype.upper()
+    values = np.asarray(vector, dtype=np.float32)
+    if name == "FLOAT32":
+        return values.tobytes()
+    if name == "FLOAT16":
+        return values.astype(np.float16).tobytes()
+    if name == "BFLOAT16":
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype("<u2").tobytes()
+    raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")
+''',
 }
 
 
@@ -471,4 +516,57 @@ MUTANTS = [
            'found = [e for e in r.execute_command("VSIM", key, "ELE", product_id, "COUNT", 4 * (k + 1))\n'
            '             if r.vset().vgetattr(key, e)["category"] == category]',
            "FILTER", check="test_similar_in_category_from_a_product_of_another_category"),
+    # ---- 10: JSON documents and compression
+    Mutant("JSON documents written as strings with SET", "10_json_and_compression",
+           'pipe.json().set(f"{prefix}{product[\'id\']}", "$", doc)',
+           'pipe.set(f"{prefix}{product[\'id\']}", json.dumps(doc))', "JSON.SET",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("embedding stored as a JSON string", "10_json_and_compression", 'doc["embedding"] = row.tolist()',
+           'doc["embedding"] = json.dumps(row.tolist())', "is a string",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("load_products_json ignores the prefix", "10_json_and_compression",
+           'pipe.json().set(f"{prefix}{product[\'id\']}", "$", doc)',
+           'pipe.json().set(f"product_json:{product[\'id\']}", "$", doc)', "prefix",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("load_products_json pairs with a plain zip", "10_json_and_compression",
+           "zip(products, rows, strict=True)", "zip(products, rows)", "strict=True",
+           check="test_load_products_json_refuses_mismatched_lengths_and_writes_nothing"),
+    Mutant("JSON index created ON HASH", "10_json_and_compression", "index_type=IndexType.JSON",
+           "index_type=IndexType.HASH", "ON JSON", check="test_create_json_index_matches_the_schema"),
+    Mutant("JSON index's category TAG without SEPARATOR", "10_json_and_compression",
+           'TagField("$.category", as_name="category", separator="|")', 'TagField("$.category", as_name="category")',
+           "SEPARATOR", check="test_create_json_index_matches_the_schema"),
+    Mutant("JSON index fields without AS names", "10_json_and_compression",
+           'TextField("$.name", as_name="name")', 'TextField("$.name")', "as_name",
+           more=(('TextField("$.description", as_name="description")', 'TextField("$.description")'),
+                 ('TagField("$.category", as_name="category", separator="|")',
+                  'TagField("$.category", separator="|")'),
+                 ('NumericField("$.price", as_name="price", sortable=True)', 'NumericField("$.price", sortable=True)'),
+                 ('params, as_name="embedding")', "params)")),
+           check="test_create_json_index_names_the_fields_for_queries"),
+    Mutant("create_json_index recreates an existing index", "10_json_and_compression",
+           "            return False\n        raise",
+           "            r.ft(index_name).dropindex(delete_documents=False)\n"
+           "            r.ft(index_name).create_index(fields, definition=definition)\n"
+           "            return False\n        raise", "untouched",
+           check="test_create_json_index_leaves_an_existing_index_alone"),
+    Mutant("create_json_index raises when the index exists", "10_json_and_compression",
+           '        if "already exists" in str(exc).lower():\n            return False\n', "", "already exists",
+           check="test_create_json_index_leaves_an_existing_index_alone"),
+    Mutant("FLOAT16 packed big-endian", "10_json_and_compression", "values.astype(np.float16)",
+           'values.astype(">f2")', "big-endian", check="test_to_vector_bytes_float32_and_float16"),
+    Mutant("BFLOAT16 truncated instead of rounded", "10_json_and_compression",
+           "rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16", "rounded = bits >> 16", "round",
+           check="test_to_vector_bytes_bfloat16_rounds_to_nearest"),
+    Mutant("BFLOAT16 packed as IEEE half (float16)", "10_json_and_compression",
+           'return rounded.astype("<u2").tobytes()', "return values.astype(np.float16).tobytes()", "IEEE half"),
+    Mutant("BFLOAT16 keeps the low 16 bits", "10_json_and_compression",
+           "rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16", "rounded = bits & 0xFFFF", "low 16 bits"),
+    Mutant("BFLOAT16 packed big-endian", "10_json_and_compression", 'rounded.astype("<u2")', 'rounded.astype(">u2")',
+           "big-endian"),
+    Mutant("to_vector_bytes compares dtype case-sensitively", "10_json_and_compression", "name = dtype.upper()",
+           "name = dtype", "case insensitive", check="test_to_vector_bytes_reads_the_type_name"),
+    Mutant("to_vector_bytes packs an unknown dtype as float32", "10_json_and_compression",
+           '    raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")',
+           "    return values.tobytes()", "ValueError", check="test_to_vector_bytes_reads_the_type_name"),
 ]
