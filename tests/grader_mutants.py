@@ -314,6 +314,63 @@ def to_vector_bytes(vector, dtype="FLOAT32"):
         return rounded.astype("<u2").tobytes()
     raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")
 ''',
+    # ---- 11_redisvl (RedisVL): the same index and FT.SEARCH through RedisVL's classes
+    "11_redisvl": '''
+from redisvl.extensions.cache.llm import SemanticCache
+from redisvl.query import RangeQuery, VectorQuery
+from redisvl.query.filter import FilterExpression, Num, Tag, Text
+from redisvl.schema import IndexSchema
+from redisvl.utils.vectorize import CustomVectorizer
+
+
+def product_schema(dim, algorithm="HNSW", index_name="idx:products", prefix="product:"):
+    attrs = {"dims": dim, "algorithm": algorithm.lower(), "datatype": "float32", "distance_metric": "cosine"}
+    if algorithm.upper() == "HNSW":
+        attrs.update({"m": 16, "ef_construction": 200})
+    return IndexSchema.from_dict({
+        "index": {"name": index_name, "prefix": prefix, "storage_type": "hash"},
+        "fields": [{"name": "name", "type": "text"}, {"name": "description", "type": "text"},
+                   {"name": "category", "type": "tag", "attrs": {"separator": "|"}},
+                   {"name": "price", "type": "numeric", "attrs": {"sortable": True}},
+                   {"name": "embedding", "type": "vector", "attrs": attrs}]})
+
+
+def index_products(index, products, vectors):
+    rows = np.asarray(vectors, dtype=np.float32)
+    records = [dict(product, embedding=row.tobytes()) for product, row in zip(products, rows, strict=True)]
+    return index.load(records, id_field="id")
+
+
+def find_products(index, vector, k=5, category=None, price_range=None, text=None):
+    filters = []
+    if category is not None:
+        filters.append(Tag("category") == category)
+    low, high = price_range or (None, None)
+    if low is not None:
+        filters.append(Num("price") >= low)
+    if high is not None:
+        filters.append(Num("price") <= high)
+    if text:
+        filters.append(Text("description") % text)
+    expression = None
+    for part in filters:
+        expression = part if expression is None else expression & part
+    query = VectorQuery(vector, "embedding", num_results=k, filter_expression=expression)
+    return [_text(doc["id"]).split(":", 1)[1] for doc in index.query(query)]
+
+
+def products_within(index, vector, min_similarity):
+    total = int(index.info()["num_docs"])
+    query = RangeQuery(vector, "embedding", distance_threshold=1 - min_similarity, num_results=max(total, 1))
+    docs = index.query(query)
+    return [(_text(doc["id"]).split(":", 1)[1], 1 - float(doc["vector_distance"])) for doc in docs]
+
+
+def llm_cache(r, embedder, min_similarity=0.9, ttl=3600, name="llmcache"):
+    vectorizer = CustomVectorizer(embed=lambda text: [float(x) for x in embedder.embed([text])[0]])
+    return SemanticCache(name=name, distance_threshold=1 - min_similarity, ttl=ttl, vectorizer=vectorizer,
+                         redis_client=r)
+''',
 }
 
 
@@ -569,4 +626,55 @@ MUTANTS = [
     Mutant("to_vector_bytes packs an unknown dtype as float32", "10_json_and_compression",
            '    raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")',
            "    return values.tobytes()", "ValueError", check="test_to_vector_bytes_reads_the_type_name"),
+    # ---- 11 (RedisVL): each mistake costs exactly one named check
+    Mutant("RedisVL schema: category TAG with the default ',' separator", "11_redisvl",
+           '{"name": "category", "type": "tag", "attrs": {"separator": "|"}}', '{"name": "category", "type": "tag"}',
+           "separator", check="test_product_schema_matches_notebook_02s_index"),
+    Mutant("RedisVL schema: price not sortable", "11_redisvl",
+           '{"name": "price", "type": "numeric", "attrs": {"sortable": True}}', '{"name": "price", "type": "numeric"}',
+           "SORTABLE", check="test_product_schema_matches_notebook_02s_index"),
+    Mutant("RedisVL schema always HNSW", "11_redisvl", '"algorithm": algorithm.lower()', '"algorithm": "hnsw"',
+           "FLAT", check="test_product_schema_flat_with_custom_name_and_prefix"),
+    Mutant("RedisVL schema with dims fixed at 384", "11_redisvl", 'attrs = {"dims": dim,', 'attrs = {"dims": 384,',
+           "DIM 8", check="test_product_schema_flat_with_custom_name_and_prefix"),
+    Mutant("SearchIndex.load without id_field: ULID keys", "11_redisvl", 'return index.load(records, id_field="id")',
+           "return index.load(records)", "id_field",
+           check="test_index_products_writes_float32_vectors_under_the_product_ids"),
+    Mutant("index_products stores float64 bytes (dtype mismatch)", "11_redisvl",
+           "rows = np.asarray(vectors, dtype=np.float32)", "rows = np.asarray(vectors, dtype=np.float64)", "float64",
+           check="test_index_products_writes_float32_vectors_under_the_product_ids"),
+    Mutant("VectorQuery without num_results: 10 results", "11_redisvl",
+           'VectorQuery(vector, "embedding", num_results=k, filter_expression=expression)',
+           'VectorQuery(vector, "embedding", filter_expression=expression)', "num_results",
+           check="test_find_products_returns_the_k_nearest"),
+    Mutant("category filter as a hand-written, unescaped tag string", "11_redisvl",
+           'filters.append(Tag("category") == category)',
+           'filters.append(FilterExpression("@category:{" + category + "}"))', "escape",
+           check="test_find_products_category_with_comma_and_ampersand"),
+    Mutant("Num filters with exclusive bounds", "11_redisvl", 'filters.append(Num("price") >= low)',
+           'filters.append(Num("price") > low)', "inclusive",
+           more=(('filters.append(Num("price") <= high)', 'filters.append(Num("price") < high)'),),
+           check="test_find_products_price_range_is_inclusive"),
+    Mutant("find_products ignores the text filter", "11_redisvl",
+           '        filters.append(Text("description") % text)\n', "        pass\n", "mention",
+           check="test_find_products_combines_text_with_the_other_filters"),
+    Mutant("RangeQuery with the similarity as distance_threshold", "11_redisvl",
+           "distance_threshold=1 - min_similarity, num_results", "distance_threshold=min_similarity, num_results",
+           "1 - min_similarity", check="test_products_within_finds_every_product_above_the_threshold"),
+    Mutant("RangeQuery's first page of 10 only", "11_redisvl",
+           "distance_threshold=1 - min_similarity, num_results=max(total, 1))",
+           "distance_threshold=1 - min_similarity)", "paginate",
+           check="test_products_within_finds_every_product_above_the_threshold"),
+    Mutant("products_within returns distances", "11_redisvl", '1 - float(doc["vector_distance"])) for doc in docs]',
+           'float(doc["vector_distance"])) for doc in docs]', "distances where similarities",
+           check="test_products_within_returns_similarities_best_first"),
+    Mutant("products_within returns None when nothing is close enough", "11_redisvl",
+           "    docs = index.query(query)\n", "    docs = index.query(query)\n    if not docs:\n        return None\n",
+           "empty list", check="test_products_within_returns_similarities_best_first"),
+    Mutant("SemanticCache's distance_threshold set to the similarity", "11_redisvl",
+           "SemanticCache(name=name, distance_threshold=1 - min_similarity,",
+           "SemanticCache(name=name, distance_threshold=min_similarity,", "1 - min_similarity",
+           check="test_llm_cache_hits_by_similarity_and_expires"),
+    Mutant("SemanticCache without ttl", "11_redisvl", "ttl=ttl, vectorizer=vectorizer", "vectorizer=vectorizer",
+           "ttl=ttl", check="test_llm_cache_hits_by_similarity_and_expires"),
 ]

@@ -518,8 +518,8 @@ def typed_rows(matrix: np.ndarray, vtype: str = "FLOAT32") -> list[bytes]:
     """Each row of a 2-D matrix as the little-endian bytes an index of TYPE `vtype` reads.
 
     Packing one vector as FLOAT16 or BFLOAT16 is notebook 10's graded exercise (`to_vector_bytes`),
-    so the package has no such function: bfloat16 comes from ml_dtypes (RedisVL's dependency, so
-    installed with the bench extra), the same cast RedisVL's `array_to_buffer` uses.
+    so the package has no such function: bfloat16 comes from ml_dtypes, the same cast RedisVL's
+    `array_to_buffer` uses.
     """
     values = np.asarray(matrix, dtype="<f4")
     if values.ndim != 2:
@@ -527,11 +527,8 @@ def typed_rows(matrix: np.ndarray, vtype: str = "FLOAT32") -> list[bytes]:
     if vtype == "FLOAT16":
         values = values.astype("<f2")
     elif vtype == "BFLOAT16":
-        try:
-            import ml_dtypes
-        except ImportError as exc:
-            raise ImportError("BFLOAT16 vectors need ml_dtypes, installed with RedisVL: "
-                              "pip install 'redis-workbook[bench]'.") from exc
+        import ml_dtypes  # numpy has no bfloat16
+
         values = values.astype(ml_dtypes.bfloat16)
     elif vtype != "FLOAT32":
         raise ValueError(f"vtype must be one of {VECTOR_TYPES}, got {vtype!r}.")
