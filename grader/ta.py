@@ -128,6 +128,15 @@ def expect_error(what: str, fn: Callable[..., Any], *args: Any,
     return error
 
 
+def works_first(what: str, got: object, ok: bool, expected: object) -> None:
+    """A check of how a function says no (an error, None, False, []) counts only for a function that also does its
+    job on good input: a stub that always says no must not score there. `got` is what `what` returned."""
+    if not ok:
+        fail(f"This check grades how the function refuses or answers \"nothing\"; it counts once the function also "
+             f"works on good input, and `{what}` did not.", expected=expected, got=show(got),
+             hint="Write the function's main job first (the other checks say what is missing); then this one counts.")
+
+
 # ------------------------------------------------------------------------------------------ Redis state
 def snapshot(r: redis.Redis) -> dict[bytes, object]:
     """Every key with its type and content, to prove that nothing was written."""
