@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import redis
 import reference
-from ta import Catalog, assert_unchanged, call, fail, show, snapshot
+from ta import Catalog, assert_unchanged, call, fail, show, snapshot, works_first
 
-from redis_workbook.report import as_text, ft_info, index_report
+from redis_workbook.report import as_text, field_attributes, ft_info, index_report
 
 DIM = 384
 DEFAULT_INDEX, DEFAULT_PREFIX = reference.JSON_INDEX, reference.JSON_PREFIX
@@ -103,20 +103,18 @@ def test_load_products_json_refuses_mismatched_lengths_and_writes_nothing(nb, r:
                  hint="A plain zip() stops at the shorter input and loads the rest silently: use "
                       "`zip(products, embeddings, strict=True)`; a pipeline sends nothing before execute().")
         assert_unchanged(before, snapshot(r), what)
+    what = "load_products_json(r, products[:3], embeddings[:3])"
+    written = call(what, nb.load_products_json, r, products[:3], vectors[:3])
+    works_first(what, written, written == 3 and r.exists(*(f"{DEFAULT_PREFIX}{p['id']}" for p in products[:3])) == 3,
+                expected="3, and the 3 documents")
 
 
 # ------------------------------------------------------------------------------------------ create_json_index
 def attributes(r: redis.Redis, name: str) -> list[dict[str, str]]:
     """FT.INFO's attributes as str dicts: identifier (the path), attribute (the name), type and options."""
     found = []
-    for attribute in ft_info(r, name)["attributes"]:  # type: ignore[union-attr]
-        if isinstance(attribute, dict):
-            attrs = {as_text(k).lower(): v for k, v in attribute.items()}
-        else:
-            items = list(attribute)
-            attrs = {as_text(items[i]).lower(): items[i + 1] for i in range(0, len(items) - 1, 2)}
-            attrs["flags"] = [x for x in items if as_text(x) in ("SORTABLE", "UNF", "NOSTEM", "NOINDEX")]
-        flags = [as_text(f) for f in attrs.pop("flags", [])]
+    for attrs in field_attributes(ft_info(r, name)):
+        flags = attrs.pop("flags")
         described = {key: as_text(value) for key, value in attrs.items() if key != "weight"}
         described["sortable"] = str("SORTABLE" in flags)
         found.append(described)
@@ -227,6 +225,10 @@ def test_create_json_index_leaves_an_existing_index_alone(nb, r: redis.Redis, sh
              expected="the existing FLAT index with its 5 documents, untouched",
              got=f"a {algorithm} index with {docs} documents",
              hint="Do not drop and recreate it: return False and leave it alone.")
+    what = f"create_json_index(r, {DIM}, index_name='idx:fresh', prefix='fresh:')"
+    created = call(what, nb.create_json_index, r, DIM, index_name="idx:fresh", prefix="fresh:")
+    works_first(what, created, created is True and "idx:fresh" in index_names(r),
+                expected="True, and the index")
 
 
 # ------------------------------------------------------------------------------------------ to_vector_bytes
