@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import redis
+from feedback import call, fail, show, works_first
 from reference import search_module_version as reference_version
-from ta import call, fail, show, works_first
 
 
 def check_version(got: object, want: int, what: str, hint: str = "") -> None:

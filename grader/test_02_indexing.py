@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import redis
+from feedback import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot, works_first
 from redis.commands.search.query import Query
 from reference import load_products, product_index
-from ta import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot, works_first
 
 from redis_workbook.report import as_dict, as_text, field_attributes, ft_info, index_report
 from redis_workbook.schema import create_index

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from reference import load_products, product_index
-from ta import (
+from feedback import (
     Catalog,
     as_pairs,
     call,
@@ -18,6 +17,7 @@ from ta import (
     show,
     works_first,
 )
+from reference import load_products, product_index
 
 from redis_workbook.report import wait_indexed
 from redis_workbook.schema import create_index

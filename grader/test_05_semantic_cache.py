@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import redis
-from ta import assert_unchanged, call, expect_error, fail, show, snapshot, works_first
+from feedback import assert_unchanged, call, expect_error, fail, show, snapshot, works_first
 
 from redis_workbook.embeddings import HashingEmbedder
 from redis_workbook.grading.remote import Recorder

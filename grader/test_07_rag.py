@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import redis
+from feedback import ShippedModel, call, check_ranked, cosine_distances, fail, report_hint, show
 from reference import load_posts, post_index
-from ta import ShippedModel, call, check_ranked, cosine_distances, fail, report_hint, show
 
 from redis_workbook import datasets
 from redis_workbook.embeddings import HashingEmbedder

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import redis
 import reference
-from ta import (
+from feedback import (
     Catalog,
     assert_unchanged,
     call,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 import reference
-from ta import Catalog, assert_unchanged, call, fail, show, snapshot, works_first
+from feedback import Catalog, assert_unchanged, call, fail, show, snapshot, works_first
 
 from redis_workbook.report import as_text, field_attributes, ft_info, index_report
 

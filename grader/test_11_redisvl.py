@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from redis.commands.search.query import Query
-from redisvl.index import SearchIndex
-from redisvl.schema import IndexSchema
-from reference import load_products, product_index
-from ta import (
+from feedback import (
     TOLERANCE,
     Catalog,
     as_pairs,
@@ -26,6 +22,10 @@ from ta import (
     fail,
     show,
 )
+from redis.commands.search.query import Query
+from redisvl.index import SearchIndex
+from redisvl.schema import IndexSchema
+from reference import load_products, product_index
 from test_02_indexing import index_shape
 from test_03_knn import MARGIN, narrow_range, similarities, wide_range
 from test_05_semantic_cache import ANSWER, PROBES, STORED

@@ -27,7 +27,7 @@ from redis_workbook.report import as_text, ft_info
 sys.path.insert(0, str(REPO / "grader"))
 import reference  # noqa: E402
 import test_10_json_and_compression as checks  # noqa: E402
-from ta import ShippedModel  # noqa: E402
+from feedback import ShippedModel  # noqa: E402
 
 ASSIGNMENT = "10_json_and_compression"
 POINTS = points.read(REPO / "grader" / "points.toml")[ASSIGNMENT]

@@ -1,4 +1,5 @@
-"""The grader's teaching assistant: expected answers computed independently, and readable failures.
+"""Feedback for the checks, as a teaching assistant would give it: expected answers computed independently, and
+readable failures.
 
 Every grader test calls learner code through `call(...)`, so a crash becomes a
 message with a hint instead of a traceback into the grader, and every check that
