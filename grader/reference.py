@@ -4,10 +4,9 @@ Learners import `redis_workbook`; nothing in it may pass a graded check (a learn
 able to import an answer: tests/test_answers_not_importable.py). So the reference versions of
 the exercises whose right answer is Redis state rather than a number the checks compute inline
 live here, in plain redis-py, as docs/learner-api.md describes them: the search module's version
-(01), the product index and
-loader (02, and the catalogue the 03/04/06 checks run on), the range query (03, which the
-range checks' numpy answers are tested against), the post index and loader (07), the vector-set
-loader (09, and the set the 09 similarity checks run on), the JSON product index and loader (10).
+(01), the product index and loader (02, and the catalogue the 03/04/06 checks run on), the range
+query (03, which the range checks' numpy answers are tested against), the post index and loader
+(07), the vector-set loader (09, and the set the 09 similarity checks run on), the JSON product index and loader (10).
 """
 
 from __future__ import annotations
