@@ -31,6 +31,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from redis_workbook.coursefolder import CHECKOUT, PACKAGED
+from redis_workbook.grading.points import GraderNotFound
 from redis_workbook.grading.points import read as read_points_toml
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -83,8 +84,12 @@ def read_points(path: Path) -> dict[str, dict[str, int | float]]:
     empty when the file does not exist yet."""
     if not path.exists():
         return {}
+    try:
+        tables = read_points_toml(path)
+    except GraderNotFound as exc:
+        raise SystemExit(f"redis-workbook release: {exc}") from exc
     return {assignment: {test: int(value) if value.is_integer() else value for test, value in table.items()}
-            for assignment, table in read_points_toml(path).items()}
+            for assignment, table in tables.items()}
 
 
 # ---------------------------------------------------------------- the generated tail

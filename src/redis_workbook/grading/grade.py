@@ -117,13 +117,13 @@ class UsageProblem(Exception):
 def run(args: argparse.Namespace) -> int:
     try:
         grader = points.grader_dir()
+        known = points.assignments(grader)
         submitted, out, extra = _check_args(args)
         args.sandbox = _sandbox_mode(args)
         shards.check_out(out, args.shard)
     except (UsageProblem, points.GraderNotFound, shards.ShardProblem) as exc:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
-    known = points.assignments(grader)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends grade like Ctrl-C, at any point
     suite = None
     try:
