@@ -6,7 +6,8 @@ rather than a number the checks compute inline live here, in plain redis-py, as
 learner-api.md describes them: the search module's version (01), the product index and
 loader (02, and the catalogue the 03/04/06 checks run on), the range query (03, which the
 range checks' numpy answers are tested against), the post index and loader (07), 07's full-text
-query (text_search, with its scores), the vector-set loader (09, and the set the 09 similarity checks run on).
+query (text_search, with its scores), the vector-set loader (09, and the set the 09 similarity checks
+run on), the JSON product index and loader (10).
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from collections.abc import Sequence
 
 import numpy as np
 import redis
-from redis.commands.search.field import NumericField, TagField, TextField
+from redis.commands.search.field import NumericField, TagField, TextField, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import Query
 
 from redis_workbook.report import as_text
-from redis_workbook.schema import CATEGORY_SEPARATOR, STOPWORDS, IndexSpec, create_index, vector_field
+from redis_workbook.schema import (
+    CATEGORY_SEPARATOR,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    STOPWORDS,
+    IndexSpec,
+    create_index,
+    vector_field,
+)
 
 
 def search_module_version(r: redis.Redis) -> int | None:
@@ -129,3 +139,37 @@ def load_product_set(r: redis.Redis, key: str, products: Sequence[dict], vectors
     """Every product in the vector set `key`, unquantized, with its category and price as JSON attributes."""
     attributes = [{"category": p["category"], "price": p["price"]} for p in products]
     return load_vector_set(r, key, [p["id"] for p in products], vectors, attributes=attributes)
+
+
+# ------------------------------------------------------------------------------------------ 10: JSON documents
+JSON_INDEX, JSON_PREFIX = "idx:products_json", "product_json:"
+JSON_FIELDS = ("id", "name", "description", "category", "price")
+
+
+def create_json_index(r: redis.Redis, dim: int, algorithm: str = "HNSW", index_name: str = JSON_INDEX,
+                      prefix: str = JSON_PREFIX) -> bool:
+    """Notebook 02's product schema ON JSON: each field a JSON path named with AS; False when it exists."""
+    attributes: dict[str, object] = {"TYPE": "FLOAT32", "DIM": dim, "DISTANCE_METRIC": "COSINE"}
+    if algorithm.upper() == "HNSW":
+        attributes |= {"M": HNSW_M, "EF_CONSTRUCTION": HNSW_EF_CONSTRUCTION}
+    fields = [TextField("$.name", as_name="name"), TextField("$.description", as_name="description"),
+              TagField("$.category", as_name="category", separator=CATEGORY_SEPARATOR),
+              NumericField("$.price", as_name="price", sortable=True),
+              VectorField("$.embedding", algorithm.upper(), attributes, as_name="embedding")]
+    try:
+        r.ft(index_name).create_index(fields, definition=IndexDefinition(prefix=[prefix], index_type=IndexType.JSON))
+    except redis.ResponseError as exc:
+        if "already exists" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def load_products_json(r: redis.Redis, products: Sequence[dict], vectors: np.ndarray,
+                       prefix: str = JSON_PREFIX) -> int:
+    """One JSON.SET <prefix><id> $ per product, its vector a JSON array of numbers, in one pipeline."""
+    pipe = r.pipeline(transaction=False)
+    for product, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True):
+        document = {name: product[name] for name in JSON_FIELDS} | {"embedding": vector.tolist()}
+        pipe.json().set(f"{prefix}{product['id']}", "$", document)
+    return len(pipe.execute())

@@ -94,6 +94,12 @@ def test_points_are_positive_and_the_recommender_weighs_most() -> None:
     assert 18 <= totals["07_rag"] <= 24, totals  # retrieval-augmented answers, then their evaluation (issue 11)
 
 
+def test_mutant_names_are_unique() -> None:
+    """A mutant is graded under its name: a second one of the same name would silently replace the first."""
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), sorted({n for n in names if names.count(n) > 1})
+
+
 # ------------------------------------------------------------------------------------------ (b) and (c)
 GENERATED = re.compile(r"\b(self_check|require)\(")
 DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)

@@ -12,12 +12,9 @@ from dataclasses import dataclass
 
 import redis
 from redis.commands.search.field import Field, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
 
-# redis-py 6 renamed the module (indexDefinition -> index_definition); notebook 01 explains.
-try:
-    from redis.commands.search.index_definition import IndexDefinition, IndexType
-except ImportError:  # redis-py < 6
-    from redis.commands.search.indexDefinition import IndexDefinition, IndexType  # type: ignore
+from redis_workbook.report import unknown_index
 
 ALGORITHMS = ("HNSW", "FLAT")
 HNSW_M = 16
@@ -69,7 +66,7 @@ def index_exists(r: redis.Redis, name: str) -> bool:
         r.ft(name).info()
         return True
     except redis.ResponseError as exc:
-        if "unknown index" in str(exc).lower() or "no such index" in str(exc).lower():
+        if unknown_index(exc):
             return False
         raise
 

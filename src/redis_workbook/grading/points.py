@@ -16,7 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from redis_workbook.coursefolder import PACKAGED
+from redis_workbook.coursefolder import CHECKOUT, PACKAGED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,8 +39,7 @@ def grader_dir() -> Path:
         if not (path / POINTS_FILE).is_file():
             raise GraderNotFound(f"{GRADER_ENV}={env} has no {POINTS_FILE}.")
         return path
-    here = Path(__file__).resolve()
-    candidates = [here.parents[3] / "grader"]  # editable install: <repo>/src/redis_workbook/grading/points.py
+    candidates = [CHECKOUT / "grader"]
     cwd = Path.cwd().resolve()
     candidates += [folder / "grader" for folder in (cwd, *cwd.parents)]
     candidates.append(PACKAGED / "grader")
