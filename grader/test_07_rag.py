@@ -22,6 +22,7 @@ from ta import (
     fail,
     report_hint,
     show,
+    works_first,
 )
 
 from redis_workbook import datasets
@@ -413,3 +414,7 @@ def test_evaluate_refuses_lists_of_different_lengths(nb) -> None:
     for rankings, relevant in (([["a"], ["b"]], [["a"]]), ([["a"]], [["a"], ["b"]])):
         what = f"evaluate({rankings!r}, {relevant!r})"
         expect_error(what, nb.evaluate, rankings, relevant, kinds=(ValueError,))
+    what = "evaluate([['a', 'b']], [['a']], k=1)"
+    got = call(what, nb.evaluate, [["a", "b"]], [["a"]], k=1)
+    works_first(what, got, isinstance(got, dict) and got.get("hit@k") == 1 and got.get("mrr") == 1,
+                expected={"hit@k": 1.0, "mrr": 1.0})
