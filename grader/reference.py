@@ -6,12 +6,14 @@ the exercises whose right answer is Redis state rather than a number the checks 
 live here, in plain redis-py, as docs/learner-api.md describes them: the search module's version
 (01), the product index and loader (02, and the catalogue the 03/04/06 checks run on), the range
 query (03, which the range checks' numpy answers are tested against), the post index and loader
-(07), the vector-set loader (09, and the set the 09 similarity checks run on), the JSON product index and loader (10).
+(07), 07's full-text query (text_search, with its scores), the vector-set loader (09, and the set
+the 09 similarity checks run on), the JSON product index and loader (10).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,6 +27,7 @@ from redis_workbook.schema import (
     CATEGORY_SEPARATOR,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
+    STOPWORDS,
     IndexSpec,
     create_index,
     vector_field,
@@ -97,6 +100,25 @@ def load_posts(r: redis.Redis, posts: Sequence[dict], vectors: np.ndarray, algor
     """`idx:posts` and the `post:<url>` hashes as notebook 07 builds them (FLAT by default: exact)."""
     create_index(r, post_index(vectors.shape[1], algorithm))
     write(r, [f"post:{p['url']}" for p in posts], posts, vectors)
+
+
+def query_words(question: str) -> list[str]:
+    """The question's words as notebook 07 turns them into a query: runs of letters, digits and _, lowercased,
+    stop words left out (the index never holds them, and search 2.10 mishandles them inside an OR list)."""
+    return [word for word in re.findall(r"\w+", question.lower()) if word not in STOPWORDS]
+
+
+def text_search(r: redis.Redis, question: str, k: int = 5, scorer: str = "BM25STD",
+                index_name: str = "idx:posts") -> list[tuple[str, float]]:
+    """(url, score) of the k best posts for the question: its words OR-ed, FT.SEARCH ... SCORER scorer LIMIT 0 k.
+
+    Scores are returned so that checks can accept any order of posts with equal scores.
+    """
+    words = query_words(question)
+    if not words:
+        return []
+    query = Query(" | ".join(words)).scorer(scorer).with_scores().return_fields("url").paging(0, k).dialect(2)
+    return [(as_text(doc.url), float(doc.score)) for doc in r.ft(index_name).search(query).docs]
 
 
 def load_vector_set(r: redis.Redis, key: str, ids: Sequence[str], vectors: np.ndarray, quant: str = "NOQUANT",

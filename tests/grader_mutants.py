@@ -237,6 +237,36 @@ def answer(question, r, embedder, chat, model="gpt-4o-mini"):
         {"role": "system", "content": "Answer using only this blog post:\\n\\n" + context},
         {"role": "user", "content": question}])
     return reply.choices[0].message.content
+
+
+import re
+
+from redis_workbook.schema import STOPWORDS
+
+
+def text_search(r, question, k=5, scorer="BM25STD"):
+    words = [word for word in re.findall(r"\\w+", question.lower()) if word not in STOPWORDS]
+    if not words:
+        return []
+    query = Query(" | ".join(words)).scorer(scorer).return_fields("url").paging(0, k).dialect(2)
+    return [_text(doc.url) for doc in r.ft("idx:posts").search(query).docs]
+
+
+def reciprocal_rank_fusion(rankings, k=60, top=None):
+    scores = {}
+    for ranking in rankings:
+        for rank, url in enumerate(ranking, start=1):
+            scores[url] = scores.get(url, 0.0) + 1.0 / (k + rank)
+    return sorted(scores, key=scores.get, reverse=True)[:top]
+
+
+def evaluate(rankings, relevant, k=5):
+    hits, reciprocal = [], []
+    for ranking, answers in zip(rankings, relevant, strict=True):
+        hits.append(any(url in answers for url in ranking[:k]))
+        first = next((rank for rank, url in enumerate(ranking[:k], start=1) if url in answers), None)
+        reciprocal.append(1 / first if first else 0.0)
+    return {"hit@k": sum(hits) / len(hits), "mrr": sum(reciprocal) / len(reciprocal)}
 ''',
     "08_performance": '''
 def recall_at_k(approx_ids, exact_ids):
@@ -535,6 +565,40 @@ MUTANTS = [
            '        raise redis.ResponseError("pretend it is missing")\n', "only if it is missing"),
     Mutant("recall divides by the approximate count", "08_performance", "/ len(exact)", "/ len(set(approx_ids))",
            "precision"),
+    # ---- 07's retrieval evaluation: each mistake costs exactly one named check
+    Mutant("text_search without SCORER (TFIDF on search 2.x)", "07_rag", ".scorer(scorer)", "", "SCORER",
+           check="test_text_search_ranks_by_the_scorer_asked_for"),
+    Mutant("text_search with the older BM25 scorer", "07_rag", 'k=5, scorer="BM25STD"', 'k=5, scorer="BM25"',
+           "BM25STD", check="test_text_search_ranks_by_the_scorer_asked_for"),
+    Mutant("text_search without LIMIT: FT.SEARCH's first 10", "07_rag", '.return_fields("url").paging(0, k)',
+           '.return_fields("url")', "LIMIT 0 k", check="test_text_search_returns_k_results"),
+    Mutant("text_search keeps the stop words", "07_rag", " if word not in STOPWORDS]", "]", "STOPWORDS",
+           check="test_text_search_leaves_the_stop_words_out"),
+    Mutant("text_search splits the question on spaces, punctuation and all", "07_rag",
+           're.findall(r"\\w+", question.lower())', "question.lower().split()", "Punctuation is query syntax",
+           check="test_text_search_survives_punctuation"),
+    Mutant("text_search sends '*' for a question without words", "07_rag", "        return []\n",
+           '        words = ["*"]\n', "without words", check="test_text_search_survives_punctuation"),
+    Mutant("RRF ranks start at 0", "07_rag", "enumerate(ranking, start=1)", "enumerate(ranking)", "start at 1",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF adds up ranks instead of reciprocal ranks", "07_rag",
+           "scores.get(url, 0.0) + 1.0 / (k + rank)", "scores.get(url, 0.0) - rank", "RECIPROCAL",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF ignores k (1 / rank)", "07_rag", "1.0 / (k + rank)", "1.0 / rank", "k you are given",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF breaks ties through a set", "07_rag", "return sorted(scores, key=scores.get, reverse=True)[:top]",
+           "return sorted(set(scores), key=scores.get, reverse=True)[:top]", "first appear",
+           check="test_reciprocal_rank_fusion_breaks_ties_by_first_appearance"),
+    Mutant("RRF ignores top", "07_rag", "reverse=True)[:top]", "reverse=True)", "[:top]",
+           check="test_reciprocal_rank_fusion_returns_each_id_once_and_cuts_at_top"),
+    Mutant("hit@k looks at one result too many", "07_rag", "for url in ranking[:k]))", "for url in ranking[:k + 1]))",
+           "rank k + 1", check="test_evaluate_hit_at_k_looks_at_the_first_k"),
+    Mutant("MRR counts only answers at rank 1", "07_rag", "reciprocal.append(1 / first if first else 0.0)",
+           "reciprocal.append(1.0 if first == 1 else 0.0)", "hit@1",
+           check="test_evaluate_mrr_is_the_mean_reciprocal_rank_of_the_first_relevant"),
+    Mutant("evaluate pairs rankings and relevant with a plain zip", "07_rag",
+           "zip(rankings, relevant, strict=True)", "zip(rankings, relevant)", "ValueError",
+           check="test_evaluate_refuses_lists_of_different_lengths"),
     # ---- 09: each mistake costs exactly one named check
     Mutant("vector set loaded from float64 bytes", "09_vector_sets", "rows = np.asarray(vectors, dtype=np.float32)",
            "rows = np.asarray(vectors, dtype=np.float64)", "float32",

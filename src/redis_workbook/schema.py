@@ -23,6 +23,11 @@ DISTANCE_METRIC = "COSINE"
 # TAG fields split values on "," by default, so "Clothing, Shoes & Jewelry" would be indexed as two tags
 # and no exact category filter could match it. Categories never contain "|".
 CATEGORY_SEPARATOR = "|"
+# The query engine's default stop words (an index created without STOPWORDS never indexes them). A full-text
+# query gains nothing from them, and search 2.10 mishandles them inside an OR list: `what | is | ttl` searches
+# only `what`, and two in front (`is | it | ttl`) crash the module (measured on the embedded server, 2.10.5).
+STOPWORDS = frozenset("a is the an and are as at be but by for if in into it no not of on or such that their "
+                      "then there these they this to was will with".split())
 
 
 @dataclass(frozen=True)

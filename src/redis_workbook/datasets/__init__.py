@@ -1,6 +1,6 @@
 """The shipped datasets, and their embeddings computed once per model.
 
-Products, blog posts and labelled query pairs are JSON files inside the package
+Products, blog posts, labelled questions over the posts and labelled query pairs are JSON files inside the package
 (written for this project; nothing is downloaded). Their embeddings for the
 local model ship too, so notebooks start in a second; any other embedder's
 vectors are computed once and cached under ~/.cache/redis-workbook.
@@ -40,6 +40,14 @@ def products() -> list[dict]:
 def posts() -> list[dict]:
     """At least 50 blog posts: url, title, body."""
     return [dict(p) for p in _read("posts")]
+
+
+def post_questions() -> list[dict]:
+    """Questions a reader might ask, each with the urls of the posts that answer it: question, urls.
+
+    Notebook 07 measures retrieval on them (hit@k, MRR); they are embedded when used, not shipped as vectors.
+    """
+    return [{"question": q["question"], "urls": list(q["urls"])} for q in _read("post_questions")]
 
 
 def query_pairs() -> list[dict]:
