@@ -8,6 +8,7 @@ import pytest
 import redis
 from docker_engine import docker_engine  # noqa: F401  (session fixture: private dockerd + local Redis images)
 
+from redis_workbook.grading import backends
 from redis_workbook.server import EmbeddedRedis
 
 
@@ -24,3 +25,13 @@ def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def learner() -> Iterator[redis.Redis]:
+    """A client of a grader's Redis logged in as the learner user (backends.LEARNER_RULES), as learner code is."""
+    server = backends.start("embedded")
+    client = redis.Redis.from_url(server.learner_url)
+    yield client
+    client.close()
+    server.stop()

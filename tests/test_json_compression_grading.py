@@ -4,25 +4,20 @@ check; the grader's JSON index answers like the HASH index and numpy, and its bf
 
 from __future__ import annotations
 
-import re
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
-from grader_mutants import MUTANTS
+from checked_notebooks import assert_full_marks, assert_loses_exactly_its_check
 from redis.commands.search.field import VectorField
 from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import Query
-from submissions import REPO, write_notebook
-from test_grading_check import run_check
+from submissions import REPO
 
 from redis_workbook import datasets
-from redis_workbook.grading import backends, points
-from redis_workbook.report import as_text, ft_info
+from redis_workbook.report import wait_indexed
 
 sys.path.insert(0, str(REPO / "grader"))
 import reference  # noqa: E402
@@ -30,25 +25,6 @@ import test_10_json_and_compression as checks  # noqa: E402
 from feedback import ShippedModel  # noqa: E402
 
 ASSIGNMENT = "10_json_and_compression"
-POINTS = points.read(REPO / "grader" / "points.toml")[ASSIGNMENT]
-TOTAL = sum(POINTS.values())
-SHOWN = points.format_points(TOTAL)
-SCORE = re.compile(r"Total: ([0-9.]+)/([0-9.]+) points")
-
-
-@pytest.fixture(scope="module")
-def learner() -> Iterator[redis.Redis]:
-    """A client of the grader's Redis logged in as the learner user (LEARNER_RULES), as learner code is."""
-    server = backends.start("embedded")
-    client = redis.Redis.from_url(server.learner_url)
-    yield client
-    client.close()
-    server.stop()
-
-
-def wait_indexed(r: redis.Redis, name: str) -> None:
-    while int(as_text(ft_info(r, name)["indexing"])):
-        time.sleep(0.01)
 
 
 def test_the_learner_user_may_run_every_json_and_typed_vector_command(learner: redis.Redis) -> None:
@@ -83,20 +59,11 @@ def test_the_learner_user_may_run_every_json_and_typed_vector_command(learner: r
 
 
 def test_check_gives_the_solution_full_marks() -> None:
-    done = run_check(str(REPO / "solutions" / f"{ASSIGNMENT}.ipynb"))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "FAIL" not in done.stdout and f"Total: {SHOWN}/{SHOWN} points" in done.stdout, done.stdout
+    assert_full_marks(ASSIGNMENT)
 
 
 def test_check_a_notebook_with_one_mistake_loses_exactly_that_check(tmp_path: Path) -> None:
-    mutant = next(m for m in MUTANTS if m.name == "BFLOAT16 truncated instead of rounded")
-    done = run_check(str(write_notebook(tmp_path / f"{ASSIGNMENT}.ipynb", mutant.source())))
-    assert done.returncode == 1, done.stdout + done.stderr
-    failed = re.findall(r"^FAIL  (\S+)", done.stdout, flags=re.MULTILINE)
-    assert failed == [mutant.check], done.stdout
-    score = SCORE.search(done.stdout)
-    assert score is not None, done.stdout
-    assert float(score.group(1)) == TOTAL - POINTS[mutant.check] and float(score.group(2)) == TOTAL, done.stdout
+    assert_loses_exactly_its_check(ASSIGNMENT, 'BFLOAT16 truncated instead of rounded', tmp_path)
 
 
 def test_the_json_index_answers_like_the_hash_index_and_numpy(r: redis.Redis) -> None:

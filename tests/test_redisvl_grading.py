@@ -4,46 +4,26 @@ one-mistake notebook all but one check."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import redis
-from grader_mutants import MUTANTS
+from checked_notebooks import assert_full_marks, assert_loses_exactly_its_check
 from redisvl.extensions.cache.llm import SemanticCache
 from redisvl.index import SearchIndex
 from redisvl.query import RangeQuery, VectorQuery
 from redisvl.query.filter import Tag
 from redisvl.schema import IndexSchema
 from redisvl.utils.vectorize import CustomVectorizer
-from submissions import REPO, write_notebook
-from test_grading_check import run_check
 
 from redis_workbook.embeddings import HashingEmbedder
-from redis_workbook.grading import backends, points
 from redis_workbook.grading.remote import _search_index_marker
 
 ASSIGNMENT = "11_redisvl"
-POINTS = points.read(REPO / "grader" / "points.toml")[ASSIGNMENT]
-TOTAL = sum(POINTS.values())
-SHOWN = points.format_points(TOTAL)
-SCORE = re.compile(r"Total: ([0-9.]+)/([0-9.]+) points")
 SCHEMA = {"index": {"name": "idx:rvl", "prefix": "rvl:", "storage_type": "hash"},
           "fields": [{"name": "category", "type": "tag", "attrs": {"separator": "|"}},
                      {"name": "embedding", "type": "vector",
                       "attrs": {"dims": 8, "algorithm": "flat", "datatype": "float32", "distance_metric": "cosine"}}]}
-
-
-@pytest.fixture(scope="module")
-def learner() -> Iterator[redis.Redis]:
-    """A client of the grader's Redis logged in as the learner user (LEARNER_RULES), as learner code is."""
-    server = backends.start("embedded")
-    client = redis.Redis.from_url(server.learner_url)
-    yield client
-    client.close()
-    server.stop()
 
 
 def test_the_learner_user_may_run_what_redisvl_sends(learner: redis.Redis) -> None:
@@ -79,18 +59,10 @@ def test_a_search_index_travels_as_its_schema(learner: redis.Redis) -> None:
 
 
 def test_check_gives_the_solution_full_marks() -> None:
-    done = run_check(str(REPO / "solutions" / f"{ASSIGNMENT}.ipynb"))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "FAIL" not in done.stdout and f"Total: {SHOWN}/{SHOWN} points" in done.stdout, done.stdout
+    assert_full_marks(ASSIGNMENT)
 
 
 def test_check_a_notebook_with_one_mistake_loses_exactly_that_check(tmp_path: Path) -> None:
-    mutant = next(m for m in MUTANTS if m.name == "SemanticCache's distance_threshold set to the similarity")
-    done = run_check(str(write_notebook(tmp_path / f"{ASSIGNMENT}.ipynb", mutant.source())))
-    assert done.returncode == 1, done.stdout + done.stderr
-    failed = re.findall(r"^FAIL  (\S+)", done.stdout, flags=re.MULTILINE)
-    assert failed == [mutant.check], done.stdout
-    assert "1 - min_similarity" in done.stdout, done.stdout
-    score = SCORE.search(done.stdout)
-    assert score is not None, done.stdout
-    assert float(score.group(1)) == TOTAL - POINTS[mutant.check] and float(score.group(2)) == TOTAL, done.stdout
+    mutant = "SemanticCache's distance_threshold set to the similarity"
+    output = assert_loses_exactly_its_check(ASSIGNMENT, mutant, tmp_path)
+    assert "1 - min_similarity" in output, output
