@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from redis_workbook.embeddings import LOCAL_MODEL_NAME
-from redis_workbook.report import index_report, unknown_index
+from redis_workbook.report import as_dict, as_text, field_attributes, ft_info, index_report, unknown_index
 
 TOLERANCE = 1e-4  # float32 distances from Redis vs float64 numpy: agree to ~1e-6; ties closer than this are equal
 
@@ -428,3 +428,45 @@ def close(a: float, b: float, tol: float = 1e-6) -> bool:
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
+
+
+# ------------------------------------------------------------------------------------------ index schemas
+def index_shape(r: redis.Redis, name: str) -> dict[str, object]:
+    """What matters in FT.INFO, comparable between two indexes: fields, key type and prefixes."""
+    info = ft_info(r, name)
+    fields = {}
+    for attrs in field_attributes(info):
+        kind = as_text(attrs["type"])
+        described = [kind] + ["SORTABLE" for flag in attrs["flags"] if flag == "SORTABLE"]  # type: ignore[union-attr]
+        if kind == "VECTOR":
+            described += [f"{key.upper()} {as_text(attrs[key])}" for key in
+                          ("algorithm", "data_type", "dim", "distance_metric", "m", "ef_construction") if key in attrs]
+        fields[as_text(attrs["attribute"])] = " ".join(described)
+    definition = as_dict(info["index_definition"])
+    return {"fields": fields, "key_type": as_text(definition["key_type"]),
+            "prefixes": sorted(as_text(p) for p in definition["prefixes"])}
+
+
+def schema_differences(r: redis.Redis, learner: str, reference: str, storage: str,
+                       only: tuple[str, ...] | None = None) -> list[str]:
+    """How the learner's index differs from the grader's reference one, field by field, in words (only the fields
+    `only` names, when given); `storage` says how to ask for the reference's key type."""
+    got, want = index_shape(r, learner), index_shape(r, reference)
+    if only is not None:
+        for shape in (got, want):
+            shape["fields"] = {k: v for k, v in shape["fields"].items() if k in only}  # type: ignore[attr-defined]
+    problems = []
+    if got["key_type"] != want["key_type"]:
+        problems.append(f"it indexes {got['key_type']} keys, expected {want['key_type']} ({storage})")
+    if got["prefixes"] != want["prefixes"]:
+        problems.append(f"its prefixes are {got['prefixes']}, expected {want['prefixes']}")
+    got_fields, want_fields = got["fields"], want["fields"]  # type: ignore[assignment]
+    for name, spec in want_fields.items():  # type: ignore[attr-defined]
+        if name not in got_fields:  # type: ignore[operator]
+            problems.append(f"field `{name}` is missing (expected {spec})")
+        elif got_fields[name] != spec:  # type: ignore[index]
+            problems.append(f"field `{name}` is {got_fields[name]}, expected {spec}")  # type: ignore[index]
+    extra = sorted(set(got_fields) - set(want_fields))  # type: ignore[arg-type]
+    if extra:
+        problems.append(f"unexpected fields {extra}")
+    return problems

@@ -4,48 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from feedback import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot, works_first
+from feedback import (
+    Catalog,
+    assert_unchanged,
+    call,
+    expect_error,
+    fail,
+    index_shape,
+    report_hint,
+    schema_differences,
+    show,
+    snapshot,
+    works_first,
+)
 from redis.commands.search.query import Query
 from reference import load_products, product_index
 
-from redis_workbook.report import as_dict, as_text, field_attributes, ft_info, index_report
+from redis_workbook.report import as_text, index_report
 from redis_workbook.schema import create_index
 
 DIM = 384
 
 
-def index_shape(r: redis.Redis, name: str) -> dict[str, object]:
-    """What matters in FT.INFO, comparable between two indexes: fields, key type and prefixes."""
-    info = ft_info(r, name)
-    fields = {}
-    for attrs in field_attributes(info):
-        kind = as_text(attrs["type"])
-        described = [kind] + ["SORTABLE" for flag in attrs["flags"] if flag == "SORTABLE"]  # type: ignore[union-attr]
-        if kind == "VECTOR":
-            described += [f"{key.upper()} {as_text(attrs[key])}" for key in
-                          ("algorithm", "data_type", "dim", "distance_metric", "m", "ef_construction") if key in attrs]
-        fields[as_text(attrs["attribute"])] = " ".join(described)
-    definition = as_dict(info["index_definition"])
-    return {"fields": fields, "key_type": as_text(definition["key_type"]),
-            "prefixes": sorted(as_text(p) for p in definition["prefixes"])}
-
-
 def compare_schema(r: redis.Redis, learner: str, reference: str, what: str) -> None:
-    got, want = index_shape(r, learner), index_shape(r, reference)
-    problems = []
-    if got["key_type"] != want["key_type"]:
-        problems.append(f"it indexes {got['key_type']} keys, expected {want['key_type']} (ON HASH)")
-    if got["prefixes"] != want["prefixes"]:
-        problems.append(f"its prefixes are {got['prefixes']}, expected {want['prefixes']}")
-    got_fields, want_fields = got["fields"], want["fields"]  # type: ignore[assignment]
-    for name, spec in want_fields.items():  # type: ignore[attr-defined]
-        if name not in got_fields:  # type: ignore[operator]
-            problems.append(f"field `{name}` is missing (expected {spec})")
-        elif got_fields[name] != spec:  # type: ignore[index]
-            problems.append(f"field `{name}` is {got_fields[name]}, expected {spec}")  # type: ignore[index]
-    extra = sorted(set(got_fields) - set(want_fields))  # type: ignore[arg-type]
-    if extra:
-        problems.append(f"unexpected fields {extra}")
+    problems = schema_differences(r, learner, reference, storage="ON HASH")
     if problems:
         fail(f"`{what}` created an index that differs from the contract: " + "; ".join(problems) + ".",
              hint="name TEXT, description TEXT, category TAG, price NUMERIC SORTABLE, embedding VECTOR with TYPE "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import redis
 from feedback import (
@@ -159,10 +161,9 @@ def range_hint(ids: set[str], catalog: Catalog, query: np.ndarray, min_similarit
     return RANGE_HINT
 
 
-def test_within_finds_every_product_above_the_threshold(nb, r: redis.Redis, catalog: Catalog) -> None:
-    query, threshold, want = wide_range(catalog)
-    what = f"within(r, <a category's mean vector>, min_similarity={threshold})"
-    pairs = as_pairs(call(what, nb.within, r, query, threshold), what)
+def check_range(pairs: list[tuple[str, float]], what: str, catalog: Catalog, query: np.ndarray, threshold: float,
+                want: set[str], hint: Callable[[set[str], dict[str, float]], str]) -> None:
+    """A range query's ids must be exactly `want` (numpy's), each once; `hint(ids, similarities)` says why not."""
     ids = [i for i, _ in pairs]
     if len(set(ids)) != len(ids):
         fail(f"`{what}` returned the same id twice.", got=ids)
@@ -174,7 +175,15 @@ def test_within_finds_every_product_above_the_threshold(nb, r: redis.Redis, cata
              expected=f"{len(want)} ids (numpy's exact cosine), e.g. {sorted(want, key=lambda i: -sims[i])[:5]}",
              got=f"{len(ids)} ids; missing {[(i, round(sims[i], 3)) for i in missing[:5]]}, "
                  f"extra {[(i, round(sims[i], 3)) for i in extra[:5] if i in sims]}",
-             hint=range_hint(set(ids), catalog, query, threshold, want))
+             hint=hint(set(ids), sims))
+
+
+def test_within_finds_every_product_above_the_threshold(nb, r: redis.Redis, catalog: Catalog) -> None:
+    query, threshold, want = wide_range(catalog)
+    what = f"within(r, <a category's mean vector>, min_similarity={threshold})"
+    pairs = as_pairs(call(what, nb.within, r, query, threshold), what)
+    check_range(pairs, what, catalog, query, threshold, want,
+                lambda ids, _: range_hint(ids, catalog, query, threshold, want))
 
 
 def test_within_returns_similarities_best_first(nb, r: redis.Redis, catalog: Catalog) -> None:

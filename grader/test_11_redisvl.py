@@ -20,14 +20,14 @@ from feedback import (
     check_nearest_set,
     check_scores,
     fail,
+    schema_differences,
     show,
 )
 from redis.commands.search.query import Query
 from redisvl.index import SearchIndex
 from redisvl.schema import IndexSchema
 from reference import load_products, product_index
-from test_02_indexing import index_shape
-from test_03_knn import MARGIN, narrow_range, similarities, wide_range
+from test_03_knn import MARGIN, check_range, narrow_range, similarities, wide_range
 from test_05_semantic_cache import ANSWER, PROBES, STORED
 from test_05_semantic_cache import similarities as cache_similarities
 
@@ -80,24 +80,7 @@ def schema_of(got: object, what: str) -> IndexSchema:
 def compare_with_reference(r: redis.Redis, learner: str, reference: str, what: str,
                            only: tuple[str, ...] | None = None) -> None:
     """The learner's index against reference.py's, field by field (only the fields `only` names, when given)."""
-    got, want = index_shape(r, learner), index_shape(r, reference)
-    if only is not None:
-        for shape in (got, want):
-            shape["fields"] = {k: v for k, v in shape["fields"].items() if k in only}  # type: ignore[attr-defined]
-    problems = []
-    if got["key_type"] != want["key_type"]:
-        problems.append(f"it indexes {got['key_type']} keys, expected {want['key_type']} (storage_type 'hash')")
-    if got["prefixes"] != want["prefixes"]:
-        problems.append(f"its prefixes are {got['prefixes']}, expected {want['prefixes']}")
-    got_fields, want_fields = got["fields"], want["fields"]  # type: ignore[assignment]
-    for name, spec in want_fields.items():  # type: ignore[attr-defined]
-        if name not in got_fields:  # type: ignore[operator]
-            problems.append(f"field `{name}` is missing (expected {spec})")
-        elif got_fields[name] != spec:  # type: ignore[index]
-            problems.append(f"field `{name}` is {got_fields[name]}, expected {spec}")  # type: ignore[index]
-    extra = sorted(set(got_fields) - set(want_fields))  # type: ignore[arg-type]
-    if extra:
-        problems.append(f"unexpected fields {extra}")
+    problems = schema_differences(r, learner, reference, storage="storage_type 'hash'", only=only)
     if problems:
         separator = next((p for p in problems if p.startswith("field `category`")), None)
         hint = ("The category tag needs `'attrs': {'separator': '|'}`: with the default ',' RedisVL's FT.CREATE "
@@ -310,18 +293,7 @@ def test_products_within_finds_every_product_above_the_threshold(nb, r: redis.Re
     query, threshold, want = wide_range(catalog)
     what = f"products_within(index, <a category's mean vector>, min_similarity={threshold})"
     pairs = as_pairs(call(what, nb.products_within, index, query, threshold), what)
-    ids = [i for i, _ in pairs]
-    if len(set(ids)) != len(ids):
-        fail(f"`{what}` returned the same id twice.", got=ids)
-    if set(ids) != want:
-        sims = dict(similarities(catalog, query))
-        missing = sorted(want - set(ids), key=lambda i: -sims[i])
-        extra = sorted(set(ids) - want, key=lambda i: -sims.get(i, -1.0))
-        fail(f"`{what}` did not return exactly the {len(want)} products at least {threshold} similar.",
-             expected=f"{len(want)} ids (numpy's exact cosine), e.g. {sorted(want, key=lambda i: -sims[i])[:5]}",
-             got=f"{len(ids)} ids; missing {[(i, round(sims[i], 3)) for i in missing[:5]]}, "
-                 f"extra {[(i, round(sims[i], 3)) for i in extra[:5] if i in sims]}",
-             hint=within_hint(set(ids), sims, threshold, want))
+    check_range(pairs, what, catalog, query, threshold, want, lambda ids, sims: within_hint(ids, sims, threshold, want))
 
 
 def test_products_within_returns_similarities_best_first(nb, r: redis.Redis, catalog: Catalog) -> None:
