@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from redis_workbook import perf
+from redis_workbook import bench_grading, perf
 from redis_workbook.schema import HNSW_EF_CONSTRUCTION, HNSW_M, IndexSpec
 from redis_workbook.server import EmbeddedRedis
 
@@ -55,6 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", choices=perf.DATA_KINDS, default="embedding-like",
                         help="embedding-like (spectrum of real sentence embeddings, default) or iid (worst case)")
     parser.add_argument("--seed", type=int, default=0)
+    grading = parser.add_argument_group("grading (--grading: a separate, longer mode; a few minutes with the defaults)")
+    grading.add_argument("--grading", action="store_true",
+                         help="grade a class of honest submissions with `grade --jobs J` and with `nbgrader autograde` "
+                              "instead of the vector figures")
+    grading.add_argument("--students", type=int, default=bench_grading.STUDENTS,
+                         help=f"students in the class (default {bench_grading.STUDENTS})")
+    grading.add_argument("--jobs", type=int, default=bench_grading.JOBS,
+                         help=f"grade's --jobs (default {bench_grading.JOBS})")
+    grading.add_argument("--assignments", nargs="+", default=list(bench_grading.ASSIGNMENTS), metavar="NOTEBOOK",
+                         help="the notebooks each student hands in (default 01_setup ... 06_recommender)")
 
 
 @dataclass(frozen=True)
@@ -88,9 +98,13 @@ class Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = Plan.from_args(args)
-    results = measure(plan, say=lambda line: print(line, file=sys.stderr, flush=True))
-    print(report(results))
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.grading:
+        results = bench_grading.measure(bench_grading.ClassPlan(args.students, args.jobs, tuple(args.assignments)), say)
+        print(bench_grading.report(results))
+    else:
+        results = measure(Plan.from_args(args), say)
+        print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nJSON written to {args.json}")
