@@ -147,6 +147,8 @@ def test_grading_mode_grades_one_submission_with_both_graders_and_the_same_score
                   "worker ready", "notebook cells", "checks", "teardown"):
         assert res["grading_phases_s"][phase] >= 0, phase
     assert res["grading_process_cpu_s"]["grader"] > 0 and res["grading_process_cpu_s"]["worker"] > 0
+    assert res["grading_cpu_s_per_submission"] == pytest.approx(sum(res["grading_process_cpu_s"].values()))
+    assert set(res["sandbox_phases_s"]) == set(res["grading_phases_s"])  # phase by phase, with and without
     for key in ("grading_s_per_submission", "nbgrader_s_per_submission", "grading_vs_nbgrader",
                 "sandbox_s_per_submission", "grading_scores_match", "notebook cells"):
         assert f"| {key} " in table, f"{key} missing from the printed report"

@@ -253,9 +253,11 @@ def measure(plan: ClassPlan, say: Callable[[str], object] = print) -> dict[str, 
         theirs = run_nbgrader(course, env, logs)
         say(f"  {theirs.seconds:.1f} s, {theirs.seconds / n:.2f} s per submission")
         say(f"redis-workbook grade --jobs {plan.jobs} --unsafe-no-sandbox (the sandbox's cost)...")
-        unsafe = run_grade(submitted, tmp / "out-unsafe", plan, env, logs, None, unsafe=True)
+        unsafe_timings = logs / "timings-unsafe.jsonl"
+        unsafe = run_grade(submitted, tmp / "out-unsafe", plan, env, logs, unsafe_timings, unsafe=True)
         say(f"  {unsafe.seconds:.1f} s, {unsafe.seconds / n:.2f} s per submission")
         phases, cpu, timed_submissions = breakdown(timings)
+        unsafe_phases, unsafe_cpu, _ = breakdown(unsafe_timings)
     differ = differences(expected, {"grade": ours.scores, "nbgrader": theirs.scores, "grade unsafe": unsafe.scores})
     for line in differ:
         say(f"  scores differ: {line}")
@@ -267,8 +269,13 @@ def measure(plan: ClassPlan, say: Callable[[str], object] = print) -> dict[str, 
         "grading_vs_nbgrader": ours.seconds / theirs.seconds,
         "grading_unsafe_s_per_submission": unsafe.seconds / n, "grading_unsafe_seconds": unsafe.seconds,
         "sandbox_s_per_submission": (ours.seconds - unsafe.seconds) / n,
-        "grading_cpu_s_per_submission": ours.cpu_seconds / n, "nbgrader_cpu_s_per_submission": theirs.cpu_seconds / n,
-        "grading_unsafe_cpu_s_per_submission": unsafe.cpu_seconds / n,
+        # CPU: for grade, the processes of each submission as its grading process saw them before stopping them
+        # (the worker's namespace is killed, not reaped, so rusage would miss it); for nbgrader, rusage of
+        # everything it ran (kernels and their Redis servers are reaped)
+        "grading_cpu_s_per_submission": sum(cpu.values()), "nbgrader_cpu_s_per_submission": theirs.cpu_seconds / n,
+        "grading_unsafe_cpu_s_per_submission": sum(unsafe_cpu.values()),
+        "grading_class_cpu_s": ours.cpu_seconds, "sandbox_phases_s": {
+            name: round(phases.get(name, 0.0) - unsafe_phases.get(name, 0.0), 3) for name in phases},
         "grading_scores_match": not differ, "grading_score_differences": differ,
         "grading_load_average": {name: {"before": round(run.load_before, 2), "after": round(run.load_after, 2)}
                                  for name, run in (("grade", ours), ("nbgrader", theirs), ("grade_unsafe", unsafe))},
@@ -304,7 +311,8 @@ def report(res: dict) -> str:  # type: ignore[type-arg]
              f"redis-workbook grade --jobs {res['grading_jobs']}, the whole class, start to gradebook",
              target_text(targets.get("grading_seconds"))),
             ("grading_s_per_submission", f"{res['grading_s_per_submission']:.2f} s",
-             f"CPU {res['grading_cpu_s_per_submission']:.2f} s per submission (its processes, summed)", ""),
+             f"CPU {res['grading_cpu_s_per_submission']:.2f} s per submission (its grading process, worker and "
+             "two Redis servers)", ""),
             ("nbgrader_s_per_submission", f"{res['nbgrader_s_per_submission']:.2f} s",
              f"nbgrader autograde (serial) on the same course and submissions: {res['nbgrader_seconds']:.1f} s; "
              f"CPU {res['nbgrader_cpu_s_per_submission']:.2f} s per submission", ""),
@@ -312,13 +320,16 @@ def report(res: dict) -> str:  # type: ignore[type-arg]
              target_text(targets.get("grading_vs_nbgrader"))),
             ("sandbox_s_per_submission", f"{res['sandbox_s_per_submission']:.2f} s",
              f"grade minus grade --unsafe-no-sandbox ({res['grading_unsafe_s_per_submission']:.2f} s per submission, "
-             f"CPU {res['grading_unsafe_cpu_s_per_submission']:.2f} s)", ""),
+             f"CPU {res['grading_unsafe_cpu_s_per_submission']:.2f} s); the sandbox's own phase: "
+             f"{res['grading_phases_s'].get('sandbox', 0.0):.3f} s", ""),
             ("grading_scores_match", "yes" if res["grading_scores_match"] else "**no**",
              "grade, nbgrader and grade without sandbox give every submission the same score and max_score"
              + ("" if res["grading_scores_match"] else ": " + "; ".join(res["grading_score_differences"][:5])), "")]
-    phases = [("phase of one submission (mean)", "seconds")]
-    phases += [(name, f"{seconds:.3f}") for name, seconds in res["grading_phases_s"].items()]
-    phases.append(("total inside the grading process", f"{sum(res['grading_phases_s'].values()):.3f}"))
+    phases = [("phase of one submission (mean)", "seconds", "sandboxed minus --unsafe-no-sandbox")]
+    phases += [(name, f"{seconds:.3f}", f"{res['sandbox_phases_s'].get(name, 0.0):+.3f}")
+               for name, seconds in res["grading_phases_s"].items()]
+    phases.append(("total inside the grading process", f"{sum(res['grading_phases_s'].values()):.3f}",
+                   f"{sum(res['sandbox_phases_s'].values()):+.3f}"))
     cpu = [("process", "CPU seconds per submission (mean)")]
     cpu += [(name, f"{seconds:.3f}") for name, seconds in res["grading_process_cpu_s"].items()]
     return "\n\n".join([head, markdown(rows),
