@@ -88,12 +88,17 @@ def test_quick_run_compares_float16_and_bfloat16_with_float32(quick: tuple[dict,
 
 def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
     res, _ = quick
-    assert res["load_vs_redisvl"] == pytest.approx(res["load_vectors_per_s"] / res["load_redisvl_vectors_per_s"])
+    # --quick times RedisVL's load into HNSW on the naive peer's vectors, against write_hashes on the same ones
+    assert res["load_redisvl_n"] == res["load_naive_n"] < res["n"]
+    assert res["load_redisvl_bulk_vectors_per_s"] == res["load_naive_bulk_vectors_per_s"]
+    assert res["load_vs_redisvl"] == pytest.approx(res["load_redisvl_bulk_vectors_per_s"]
+                                                   / res["load_redisvl_vectors_per_s"])
     assert res["load_vs_naive"] == pytest.approx(res["load_naive_bulk_vectors_per_s"] / res["load_naive_vectors_per_s"])
     assert res["knn_vs_numpy"] == pytest.approx(res["knn_numpy_ms"] / res["knn_p50_ms"])
     assert res["memory_rule_bytes_per_vector"] == pytest.approx(384 * 4 * 1.3)
     loads = {(load["loader"], load["index"]): load["n"] for load in res["loads"]}
-    assert loads[("bulk", "idx:bench:hnsw")] == loads[("redisvl", "idx:bench-redisvl:hnsw")] == 10_000
+    assert loads[("bulk", "idx:bench:hnsw")] == loads[("redisvl", "idx:bench-redisvl:flat")] == 10_000
+    assert loads[("redisvl", "idx:bench-redisvl:hnsw")] == res["load_naive_n"]
     assert loads[("naive", "idx:bench-naive:hnsw")] == loads[("bulk", "idx:bench-subset:hnsw")] == res["load_naive_n"]
 
 
@@ -103,10 +108,55 @@ def test_quick_run_figures_agree_with_what_must_be_true(quick: tuple[dict, str])
     assert res["flat_recall_at_10"] >= 0.99
     # Each vector is stored at least once as 384 float32 values in its hash.
     assert res["memory_bytes_per_vector"] > 384 * 4
-    # The sweep's chosen EF_RUNTIME is the smallest meeting the target, when one does.
+    # The sweep's chosen EF_RUNTIME is the smallest meeting the target, when one does; --quick stops two
+    # points past it.
     meeting = [p["ef_runtime"] for p in res["ef_sweep"] if p["recall"] >= perf.RECALL_TARGET]
     if meeting:
         assert res["knn_ef_runtime"] == min(meeting)
+        tried = [p["ef_runtime"] for p in res["ef_sweep"]]
+        assert tried == list(perf.EF_SWEEP[:min(len(perf.EF_SWEEP), tried.index(min(meeting)) + 3)])
+
+
+# ------------------------------------------------------------------ --grading, on the smallest class
+
+
+GRADING_KEYS = ("grading_s_per_submission", "grading_vs_nbgrader", "nbgrader_s_per_submission",
+                "grading_unsafe_s_per_submission", "grading_cpu_s_per_submission", "nbgrader_cpu_s_per_submission")
+
+
+def test_grading_mode_grades_one_submission_with_both_graders_and_the_same_score(tmp_path) -> None:  # noqa: ANN001
+    """One student, one notebook: grade (sandboxed and not) and nbgrader autograde agree; every figure is there."""
+    path = tmp_path / "grading.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["bench", "--grading", "--students", "1", "--assignments", "01_setup", "--jobs", "1",
+                         "--json", str(path)]) == 0
+    res, table = json.loads(path.read_text()), out.getvalue()
+    assert res["grading_scores_match"] is True and res["grading_score_differences"] == [], res
+    assert (res["grading_submissions"], res["grading_students"], res["grading_jobs"]) == (1, 1, 1)
+    assert res["grading_assignments"] == ["01_setup"]
+    for key in GRADING_KEYS:
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
+    assert res["grading_vs_nbgrader"] == pytest.approx(res["grading_seconds"] / res["nbgrader_seconds"])
+    assert res["sandbox_s_per_submission"] == pytest.approx(res["grading_s_per_submission"]
+                                                            - res["grading_unsafe_s_per_submission"])
+    assert set(res["grading_targets"]) == {"grading_vs_nbgrader"}  # the class-time target is for 30 x 6 only
+    # the one sandboxed submission said where its time went: every phase, the CPU of each process
+    assert res["grading_timed_submissions"] == 1
+    for phase in ("python and pytest start-up", "redis under test", "enclosure", "notebook redis", "sandbox",
+                  "worker ready", "notebook cells", "checks", "teardown"):
+        assert res["grading_phases_s"][phase] >= 0, phase
+    assert res["grading_process_cpu_s"]["grader"] > 0 and res["grading_process_cpu_s"]["worker"] > 0
+    assert res["grading_cpu_s_per_submission"] == pytest.approx(sum(res["grading_process_cpu_s"].values()))
+    assert set(res["sandbox_phases_s"]) == set(res["grading_phases_s"])  # phase by phase, with and without
+    for key in ("grading_s_per_submission", "nbgrader_s_per_submission", "grading_vs_nbgrader",
+                "sandbox_s_per_submission", "grading_scores_match", "notebook cells"):
+        assert f"| {key} " in table, f"{key} missing from the printed report"
+
+
+def test_grading_mode_refuses_an_unknown_notebook() -> None:
+    with pytest.raises(SystemExit, match="no grader checks for 99_nothing"):
+        cli.main(["bench", "--grading", "--assignments", "99_nothing"])
 
 
 # ------------------------------------------------------------------ perf's pieces
@@ -197,6 +247,11 @@ def test_sweep_and_pick(r: redis.Redis) -> None:
     fake = [perf.SweepPoint(10, 0.5, 1, 1), perf.SweepPoint(40, 0.96, 1, 1), perf.SweepPoint(80, 0.99, 1, 1)]
     assert perf.pick_ef(fake).ef_runtime == 40
     assert perf.pick_ef(fake[:1]).ef_runtime == 10  # none meets the target: the largest tried
+    efs = (10, 20, 40, 80, 200, 400)
+    short = perf.recall_sweep(r, spec, queries, perf.exact_top_k(matrix, queries), efs=efs, past_target=1)
+    tried = [p.ef_runtime for p in short]
+    first = next(i for i, p in enumerate(short) if p.recall >= perf.RECALL_TARGET)  # 500 points: easily found
+    assert tried == list(efs[:first + 2])  # one point past the first meeting the target, then it stops
 
 
 def test_memory_report_counts_what_the_load_added(r: redis.Redis) -> None:

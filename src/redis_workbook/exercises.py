@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,11 +182,10 @@ class Tracker:
 def install(shell: object | None = None) -> bool:
     """Register the tracker in this Jupyter kernel (once); False outside one (a script, the grader)."""
     if shell is None:
-        try:
-            from IPython import get_ipython
-        except ImportError:
+        ipython = sys.modules.get("IPython")  # a kernel has imported it already; importing it here costs 0.1 s
+        if ipython is None:
             return False
-        shell = get_ipython()
+        shell = ipython.get_ipython()
     if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
         return False
     if any(isinstance(t, Tracker) for t in shell.ast_transformers):  # type: ignore[attr-defined]

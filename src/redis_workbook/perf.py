@@ -345,12 +345,19 @@ class SweepPoint:
 
 
 def recall_sweep(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, exact: np.ndarray,
-                 efs: Sequence[int] = EF_SWEEP, k: int = K) -> list[SweepPoint]:
-    """Recall@k and latency as EF_RUNTIME grows: the HNSW accuracy/speed dial."""
-    points = []
+                 efs: Sequence[int] = EF_SWEEP, k: int = K, past_target: int | None = None) -> list[SweepPoint]:
+    """Recall@k and latency as EF_RUNTIME grows: the HNSW accuracy/speed dial.
+
+    `past_target`: stop that many points after the first one meeting RECALL_TARGET (the slowest, largest
+    EFs are then not timed: bench --quick); None sweeps every EF.
+    """
+    points: list[SweepPoint] = []
     for ef in efs:
         run = time_queries(r, spec, queries, k, ef)
         points.append(SweepPoint(ef, run.recall(exact), run.p50_ms, run.p99_ms))
+        meeting = [i for i, point in enumerate(points) if point.recall >= RECALL_TARGET]
+        if past_target is not None and meeting and len(points) - 1 - meeting[0] >= past_target:
+            break
     return points
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_workbook.grading import backends, points, remote, sandbox, submission
+from redis_workbook.grading import backends, points, remote, sandbox, submission, timings
 from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
 from redis_workbook.grading.results import write_json_atomic
 
@@ -71,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[KEY] = Grading(config)
+    config.stash[KEY].timeline.mark("python and pytest start-up")
     if parent := os.environ.get(PARENT_ENV):
         from redis_workbook.server import die_with_parent
 
@@ -166,6 +167,7 @@ class Grading:
         self.infrastructure: str | None = None
         self.broken_by_learner: str | None = None
         self.warnings: list[str] = []
+        self.timeline = timings.Timeline()  # where the time goes (bench --grading), when asked for
 
     # ------------------------------------------------------------------ collection
     def score_items(self, items: list[pytest.Item]) -> None:
@@ -220,6 +222,7 @@ class Grading:
                 except Exception as exc:
                     self.infrastructure = f"the Redis under test could not be started: {exc}"
                     raise
+                self.timeline.mark("redis under test")
                 self.warnings += self.redis.warnings
         return self.redis
 
@@ -249,6 +252,7 @@ class Grading:
 
     def _prepare_notebook(self) -> None:
         if self.submission is None:
+            self.timeline.mark("collection")
             path = Path(self.config.getoption("submission"))
             self.submission = submission.load(path, self.assignment, self.known)
         if self.submission.problem:
@@ -265,18 +269,25 @@ class Grading:
             except SandboxUnavailable as exc:
                 self.infrastructure = str(exc)
                 raise
+            self.timeline.mark("enclosure")
             if under_test.pid is not None:  # reached by learner code through the gateway: it shares the box
                 self._into_box(under_test.pid)
             notebook_url = self._notebook_redis(under_test, settings.limits, self.enclosure)
+            self.timeline.mark("notebook redis")
             self.notebook = remote.Notebook(self.submission, under_test.learner_url, settings,
                                             hide=self._hidden_paths(), grading_address=under_test.address,
                                             notebook_redis_url=notebook_url, enclosure=self.enclosure)
             self._namespace = remote.RemoteNamespace(self.notebook)
+        first = self.notebook.worker is None and not self.notebook.generation
         try:
             self.notebook.prepare_for_test()
         except remote.InfrastructureError as exc:
             self.infrastructure = str(exc)
             raise
+        if first:
+            for what, at in self.notebook.startup:
+                self.timeline.mark(what, at)
+            self.timeline.mark("notebook cells")
 
     def _notebook_redis(self, under_test: backends.RedisUnderTest, limits: sandbox.Limits,
                         enclosure: Enclosure) -> str:
@@ -341,6 +352,8 @@ class Grading:
 
     # ------------------------------------------------------------------ end
     def finish(self) -> None:
+        self.timeline.mark("checks")
+        cpu = self._cpu() if self.timeline.path else {}
         if self.notebook is not None:
             self.notebook.close()
         for server in (self.redis, self.notebook_redis) if self.local is None else ():
@@ -351,8 +364,22 @@ class Grading:
                 self.warnings.append(f"stopping Redis: {exc}")
         if self.enclosure is not None:
             self.enclosure.close()
+        self.timeline.mark("teardown")
+        if self.config.getoption("submission"):
+            self.timeline.write(cpu=cpu, assignment=self.assignment)
         if path := self.config.getoption("results_json"):
             write_json_atomic(Path(path), self.results())
+
+    def _cpu(self) -> dict[str, float | None]:
+        """CPU seconds so far of this process, the notebook's worker and the two Redis servers (for timings)."""
+        import resource
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        worker = self.notebook.worker if self.notebook is not None else None
+        return {"grader": round(usage.ru_utime + usage.ru_stime, 3),
+                "worker": worker.cpu() if worker is not None else None,
+                "redis under test": timings.process_cpu(self.redis.pid if self.redis else None),
+                "notebook redis": timings.process_cpu(self.notebook_redis.pid if self.notebook_redis else None)}
 
     def results(self) -> dict:
         tests = list(self.outcomes.values())

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
-from redis_workbook.grading import sandbox, wire
+from redis_workbook.grading import sandbox, timings, wire
 from redis_workbook.grading.box import Box
 from redis_workbook.grading.enclosure import LOOPBACK, Enclosure, SandboxUnavailable
 from redis_workbook.grading.submission import Submission
@@ -192,6 +192,8 @@ class WorkerProcess:
 
     def __init__(self, init: dict, settings: Settings, output: CappedOutput, box: Box) -> None:
         self.settings = settings
+        self.startup: list[tuple[str, float]] = []  # (phase, when it ended), for timings
+        spawned = time.time()
         request_r, request_w = os.pipe()
         reply_r, reply_w = os.pipe()
         output_r, output_w = os.pipe()
@@ -214,6 +216,7 @@ class WorkerProcess:
         threading.Thread(target=output.pump, args=(output_r, self.stop_pump), daemon=True).start()
         self.report: dict = {}
         self.namespace_init: int | None = None  # a pidfd of the namespace's process 1 (sandbox.enter)
+        self.namespace_pid: int | None = None
         try:
             box.add(self.process.pid)  # before it reads its init message: nothing runs outside the box
         except OSError as exc:
@@ -223,6 +226,7 @@ class WorkerProcess:
             self.channel.send(init, timeout=settings.startup_timeout, alive=self.alive)
             ready = self.channel.receive(timeout=settings.startup_timeout, alive=self.alive)
             if isinstance(ready.get("namespace_init"), int):
+                self.namespace_pid = ready["namespace_init"]
                 self.namespace_init = _pidfd(ready["namespace_init"])
                 ready = self.channel.receive(timeout=settings.startup_timeout, alive=self.alive)
         except wire.WireError as exc:
@@ -233,6 +237,17 @@ class WorkerProcess:
             self.kill()
             raise InfrastructureError(f"the notebook process did not start: {str(ready.get('fatal'))[:2000]}")
         self.report = ready["ready"]
+        marks = ready.get("startup") if isinstance(ready.get("startup"), dict) else {}
+        self.startup = [(what, float(marks[what])) for what in WORKER_PHASES if isinstance(marks.get(what), float)]
+        if not self.startup or self.startup[0][1] < spawned:
+            self.startup = []  # a worker whose clock makes no sense: its start-up counts as a whole
+        self.startup.append(("worker ready", time.time()))
+
+    def cpu(self) -> float | None:
+        """CPU seconds of the worker so far: its host process and, in a namespace, its process 1 and children."""
+        found = [timings.process_cpu(pid) for pid in (self.process.pid, self.namespace_pid) if pid is not None]
+        return round(sum(value for value in found if value is not None), 3) if any(v is not None for v in found) \
+            else None
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -289,6 +304,10 @@ class WorkerProcess:
         self.report = {**self.report, "cleanup": ""}
 
 
+# The worker's start-up as it reports it (worker.main): each phase's end on the time.time() clock.
+WORKER_PHASES = ("worker process and imports", "sandbox", "IPython shell")
+
+
 def _pidfd(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)
@@ -341,6 +360,7 @@ class Notebook:
         self.sandbox_report: dict = {}
         self.deadline: float | None = None  # the end of the submission's time budget, from the first start
         self.oom_kills = 0
+        self.startup: list[tuple[str, float]] = []  # the first worker's start-up phases, for timings
 
     def time_left(self) -> float:
         """Seconds left of the submission's time budget (counted from the first worker start)."""
@@ -372,6 +392,7 @@ class Notebook:
             self.time_left()  # the budget starts with the first worker
             self.worker = WorkerProcess(self.init, self.settings, self.output, self.enclosure.box)
             self.generation += 1
+            self.startup = self.startup or self.worker.startup
             report = self.worker.report
             self.sandbox_report = {**report, "isolation": [*report.get("isolation", []), *self.enclosure.isolation],
                                    "warnings": [*report.get("warnings", []), *self.enclosure.warnings]}

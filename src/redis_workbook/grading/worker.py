@@ -20,6 +20,7 @@ import copy
 import os
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -315,6 +316,7 @@ def make_shell() -> Any:
 
 
 def main(argv: list[str]) -> None:
+    startup = {"worker process and imports": time.time()}  # for the grader's timings (remote.WORKER_PHASES)
     request_fd, reply_fd, grader_pid = (int(a) for a in argv[1:4])
     die_with_parent(signal.SIGKILL)
     if os.getppid() != grader_pid:
@@ -325,11 +327,13 @@ def main(argv: list[str]) -> None:
         init = channel.receive()
         report = sandbox.enter(init["sandbox"], init["notebook_name"], init["notebook_text"],
                                announce=lambda pid: channel.send({"namespace_init": pid}))
+        startup["sandbox"] = time.time()
         server = Server(channel, init)
+        startup["IPython shell"] = time.time()
     except BaseException as exc:  # noqa: BLE001 - tell the grader why, then stop
         channel.send({"fatal": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"})
         os._exit(4)
-    channel.send({"ready": sandbox.as_dict(report), "python": sys.version.split()[0]})
+    channel.send({"ready": sandbox.as_dict(report), "python": sys.version.split()[0], "startup": startup})
     server.serve()
 
 
