@@ -3,7 +3,7 @@
 - library: what a notebook imports (finding Redis, embeddings, schemas, loading, reports, datasets,
   the local OpenAI-compatible server, perf) and where the course's files are (coursefolder). It imports
   no command and nothing of grading/.
-- commands: one module per `redis-workbook` command (cli, lab, release, bench; `server` and `course` are
+- commands: one module per `redis-workbook` command (cli, lab, release, bench with bench_grading; `server` and `course` are
   the library modules server and coursefolder). They may import the library and grading/.
 - grading/: the autograder. It imports the library, never a command. Its learner side (worker, sandbox,
   wire) imports nothing of the grader's side: the two share only `wire`.
@@ -17,7 +17,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "redis_workbook"
-COMMANDS = {"cli", "lab", "release", "bench"}
+COMMANDS = {"cli", "lab", "release", "bench", "bench_grading"}
 LEARNER_SIDE = {"grading.worker", "grading.sandbox", "grading.wire"}
 SHARED = LEARNER_SIDE | {"grading"}  # the package itself: its __init__ imports nothing
 
