@@ -3,8 +3,8 @@
 - library: what a notebook imports (finding Redis, embeddings, schemas, loading, reports, datasets,
   the local OpenAI-compatible server, perf) and where the course's files are (coursefolder). It imports
   no command and nothing of grading/.
-- commands: one module per `redis-workbook` command (cli, lab, release, bench with bench_grading; `server` and `course` are
-  the library modules server and coursefolder). They may import the library and grading/.
+- commands: one module per `redis-workbook` command (cli, lab, release, bench with bench_grading; `server`
+  and `course` are the library modules server and coursefolder). They may import the library and grading/.
 - grading/: the autograder. It imports the library, never a command. Its learner side (worker, sandbox,
   wire) imports nothing of the grader's side: the two share only `wire`.
 
