@@ -25,6 +25,7 @@ from feedback import Catalog, ShippedModel  # noqa: E402
 
 from redis_workbook import datasets  # noqa: E402
 from redis_workbook.embeddings import HashingEmbedder  # noqa: E402
+from redis_workbook.grading import backends  # noqa: E402
 from redis_workbook.openai_server import OpenAIServer  # noqa: E402
 from redis_workbook.server import EmbeddedRedis, find_server_files  # noqa: E402
 
@@ -76,14 +77,16 @@ class PlainRedis(EmbeddedRedis):
 
 
 @pytest.fixture(scope="session")
-def plain_redis_server() -> Iterator[EmbeddedRedis]:
+def plain_redis_server() -> Iterator[backends.RedisUnderTest]:
+    """A Redis without modules, secured as every server learner code reaches: a learner user, `default` off."""
     find_server_files()  # says what to install when the server binary is missing
     with PlainRedis() as server:
-        yield server
+        yield backends.secure("embedded", server.url, stop=server.stop, own=True)
 
 
 @pytest.fixture
-def plain_r(plain_redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = plain_redis_server.client()
+def plain_r(plain_redis_server: backends.RedisUnderTest) -> Iterator[redis.Redis]:
+    """A client of it as the learner user: what the notebook's functions get."""
+    client = redis.Redis.from_url(plain_redis_server.learner_url)
     yield client
     client.close()

@@ -189,10 +189,15 @@ def test_redis_clients_reach_the_same_server_as_the_learner_user(nb: remote.Remo
     decoding = redis.Redis.from_url(under_test.admin_url, decode_responses=True, protocol=2)
     user, greeting, protocol, _ = nb.whoami(decoding)
     assert user.startswith("workbook-learner-") and greeting == "hi" and protocol == 2
-    with EmbeddedRedis() as other:  # a client of another server: the worker connects there
-        nb.set_key(other.client(), "from-notebook", "yes")
-        assert other.client().get("from-notebook") == b"yes"
+    with EmbeddedRedis() as other:  # a client of another server, as its learner user: the worker connects there
+        secured = backends.secure("embedded", other.url, stop=lambda: None, own=True)
+        nb.set_key(redis.Redis.from_url(secured.learner_url), "from-notebook", "yes")
+        assert secured.admin().get("from-notebook") == b"yes"
         assert admin.get("from-notebook") is None
+        # With any other user's rights learner code could CONFIG SET, REPLICAOF to any address, SHUTDOWN: refused.
+        for client in (secured.admin(), redis.Redis(port=other.port, password=other.password)):
+            with pytest.raises(RuntimeError, match="never the grader's own rights"):
+                nb.set_key(client, "from-notebook", "no")
 
 
 def test_embedders_are_rebuilt_in_the_notebook_process(nb: remote.RemoteNamespace) -> None:

@@ -143,9 +143,10 @@ class EmbeddedRedis:
 
     def command(self, files: ServerFiles) -> list[str]:
         assert self.workdir is not None
+        # "-": the rest of the configuration, the password, comes on stdin (config_text), never on the command
+        # line, which every user of the machine may read in /proc until Redis rewrites its process title.
         return [
-            str(files.server), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--requirepass", self.password, "--dir", str(self.workdir),
+            str(files.server), "-", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "no", "--daemonize", "no",
             "--loglevel", "warning", "--logfile", str(self.workdir / "redis.log"),
             "--loadmodule", str(files.search_module),
@@ -153,6 +154,10 @@ class EmbeddedRedis:
             *(["--unixsocket", str(self.unix_socket), "--unixsocketperm", "777"] if self.unix_socket else []),
             *self.extra_args,
         ]
+
+    def config_text(self) -> bytes:
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        return f'requirepass "{quoted}"\n'.encode()
 
     def start(self) -> EmbeddedRedis:
         if self.process is not None:
@@ -162,10 +167,13 @@ class EmbeddedRedis:
         self.reaper = reap_when_gone(self.workdir)  # its files go even if this process is killed
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            self.command(files), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            self.command(files), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, preexec_fn=_server_dies_with_parent, start_new_session=True,
         )
         atexit.register(self.stop)
+        assert self.process.stdin is not None
+        with self.process.stdin:
+            self.process.stdin.write(self.config_text())
         self._wait_ready(started)
         return self
 

@@ -26,6 +26,7 @@ ADMIN_USER = "workbook-grader"
 # Everything but Redis's own @dangerous category (RESTORE of hand-made payloads, SORT, DEBUG, CONFIG, ...) and
 # commands that reach beyond the learner's own keys or could stop or reconfigure the server; then the few
 # harmless @dangerous reads the notebooks teach (INFO, KEYS, SLOWLOG GET, MODULE LIST, ACL WHOAMI).
+LEARNER_PREFIX = "workbook-learner-"  # every learner user's name starts so; no other user's does
 LEARNER_RULES = (
     "+@all", "-@dangerous", "-flushall", "-flushdb", "-config", "-shutdown", "-debug", "-module", "-acl", "-monitor",
     "-save", "-bgsave", "-bgrewriteaof", "-replicaof", "-slaveof", "-failover", "-swapdb", "-migrate", "-sync",
@@ -98,13 +99,13 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
         if not url:
             raise ValueError("--backend url needs --redis-url redis://[user:password@]host:port "
                              "(that Redis is emptied with FLUSHALL before every test).")
-        return _secure(kind, url, stop=lambda: None, own=False)
+        return secure(kind, url, stop=lambda: None, own=False)
     if kind == "embedded":
         from redis_workbook.server import EmbeddedRedis
 
         server = EmbeddedRedis(unix_socket=unix_socket, parent=folder, extra_args=_server_args(maxmemory_mb))
         server.start()
-        under_test = _secure(kind, server.url, stop=server.stop, own=True)
+        under_test = secure(kind, server.url, stop=server.stop, own=True)
         under_test.pid = server.process.pid if server.process else None
         return under_test
     try:
@@ -114,7 +115,7 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
                            "pip install 'redis-workbook[containers]', or grade with the embedded backend.") from None
 
     container = RedisContainerProvider().start()
-    under_test = _secure(kind, container.url, stop=container.stop, own=True)
+    under_test = secure(kind, container.url, stop=container.stop, own=True)
     with under_test.admin() as client:
         for name, value in _settings(maxmemory_mb).items():
             client.config_set(name, value)
@@ -130,8 +131,9 @@ def _server_args(maxmemory_mb: int | None) -> tuple[str, ...]:
     return tuple(arg for name, value in _settings(maxmemory_mb).items() for arg in (f"--{name}", value))
 
 
-def _secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUnderTest:
-    """Create the learner user (and on our own servers the admin user, then switch `default` off)."""
+def secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUnderTest:
+    """Create the learner user (and on our own servers the admin user, then switch `default` off, closing the
+    connections made as `default` before: they would keep its rights)."""
     client = redis.Redis.from_url(url)
     warnings: list[str] = []
     try:
@@ -141,7 +143,7 @@ def _secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUn
             client.acl_setuser(ADMIN_USER, enabled=True, passwords=[f"+{admin_password}"], keys=["*"],
                                channels=["*"], commands=["+@all"])
             admin_url = with_user(url, ADMIN_USER, admin_password)
-        learner = f"workbook-learner-{secrets.token_hex(4)}"
+        learner = f"{LEARNER_PREFIX}{secrets.token_hex(4)}"
         learner_password = secrets.token_hex(16)
         try:
             client.execute_command("ACL", "SETUSER", learner, "reset", "on", f">{learner_password}", "~*", "&*",
@@ -158,6 +160,7 @@ def _secure(kind: str, url: str, stop: Callable[[], None], own: bool) -> RedisUn
                             "runs with the grader's Redis rights there")
         if own:
             client.acl_setuser("default", enabled=False)
+            client.execute_command("CLIENT", "KILL", "USER", "default", "SKIPME", "yes")
     finally:
         client.close()
     if not own and learner_url != url:

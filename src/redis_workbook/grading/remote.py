@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
-from redis_workbook.grading import sandbox, timings, wire
+from redis_workbook.grading import backends, sandbox, timings, wire
 from redis_workbook.grading.box import Box
 from redis_workbook.grading.enclosure import LOOPBACK, Enclosure, SandboxUnavailable
 from redis_workbook.grading.submission import Submission
@@ -553,12 +553,18 @@ class Notebook:
         return marker
 
     def _redis_marker(self, client: redis.Redis) -> dict:
-        """The worker rebuilds the client: on the gateway's socket, as the learner user on the Redis under test."""
+        """The worker rebuilds the client: on the gateway's socket, as the learner user on the Redis under test;
+        a client of another server only when it already is a learner user's."""
         kw = client.connection_pool.connection_kwargs
         host = "127.0.0.1" if kw.get("host") in LOOPBACK else kw.get("host")
         options = {"decode_responses": bool(kw.get("decode_responses")), "protocol": kw.get("protocol")}
         if self.grading_address is not None and (host, kw.get("port")) == self.grading_address:
             return {wire.TAG: "redis", "grading": True, **options}
+        if not str(kw.get("username") or "").startswith(backends.LEARNER_PREFIX):
+            # Any other user has the grader's rights there (CONFIG, REPLICAOF to any address, SHUTDOWN...).
+            raise RuntimeError(f"a check handed learner code a client of {host}:{kw.get('port')} as user "
+                               f"{kw.get('username') or 'default'!r}: give it a client of that server's learner "
+                               "user (backends.secure(...).learner_url), never the grader's own rights")
         fields = {k: kw.get(k) for k in ("host", "port", "db", "username", "password")}
         fields["unix_socket_path"] = kw.get("path")
         if not fields["unix_socket_path"] and self.enclosure.gateway is not None:
