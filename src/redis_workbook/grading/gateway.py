@@ -10,7 +10,9 @@ notebook; the worker rebuilds the client on that socket.
 One thread forwards bytes both ways for every exposed socket. It admits at most
 `max_connections` learner connections at a time: a notebook that opens thousands of
 connections gets refusals, while the grader's own connections to the same server
-always find room (the server's `maxclients` is far above this cap).
+always find room (the server's `maxclients` is far above this cap). Once the grader knows the
+learner's own uid (`admit_only`), a connection from any other uid is refused (SO_PEERCRED): where
+learners share a filesystem (the sandbox's uid mode), a classmate's code cannot use this gateway.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -42,6 +45,7 @@ class Gateway:
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, ("wake", None))
         self.closed = False
+        self.admitted: set[int] | None = None  # uids that may connect; None: any the socket's mode lets in
         self.thread = threading.Thread(target=self._run, name="redis-workbook-gateway", daemon=True)
         self.thread.start()
 
@@ -60,6 +64,10 @@ class Gateway:
             self.selector.register(listener, selectors.EVENT_READ, ("accept", address))
         os.write(self.wake_w, b"x")
         return path
+
+    def admit_only(self, uid: int) -> None:
+        """From now on only `uid` (the learner's) and the grader's own uid may connect."""
+        self.admitted = {uid, os.getuid()}
 
     def close(self) -> None:
         self.closed = True
@@ -97,8 +105,8 @@ class Gateway:
             inner, _ = listener.accept()
         except OSError:
             return
-        if len(self.peers) // 2 >= self.max_connections:
-            inner.close()  # over the cap: the learner's connection is refused, the server keeps room
+        if len(self.peers) // 2 >= self.max_connections or not self._admitted(inner):
+            inner.close()  # over the cap or not the learner's: refused, the server keeps room
             return
         try:
             outer = socket.create_connection(address, timeout=5)
@@ -112,6 +120,12 @@ class Gateway:
             self.pending[one] = bytearray()  # bytes waiting to be written to `one`
         for one in (inner, outer):
             self._update(one)
+
+    def _admitted(self, inner: socket.socket) -> bool:
+        if self.admitted is None:
+            return True
+        _, uid, _ = struct.unpack("3i", inner.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        return uid in self.admitted
 
     def _pump(self, sock: socket.socket, events: int) -> None:
         peer = self.peers[sock]
