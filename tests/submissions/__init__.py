@@ -174,6 +174,8 @@ MEMORY_CHILDREN = '''
 import os
 import time
 
+report, told = os.pipe()  # each child writes its pid once its memory is written
+os.set_blocking(report, False)
 children = []
 for _ in range(5):
     pid = os.fork()
@@ -181,12 +183,24 @@ for _ in range(5):
         try:
             hog = b"x" * (450 * 1024 * 1024)  # written, so resident (a bytearray's zero pages would not be)
             print("ALLOCATED", flush=True)
+            os.write(told, f"{os.getpid()} ".encode())
             time.sleep(30)
         finally:
             os._exit(0)
     children.append(pid)
-time.sleep(2.5)
-killed = [pid for pid in children if os.waitpid(pid, os.WNOHANG)[0] == pid]  # ended before their 30 s sleep
+'''
+
+# A cell of its own, so the children have this cell's time too to allocate (or be killed) on a busy machine.
+MEMORY_CHILDREN_COUNT = '''
+allocated, killed = set(), set()
+deadline = time.monotonic() + 3.5
+while len(allocated | killed) < len(children) and time.monotonic() < deadline:
+    try:
+        allocated |= {int(pid) for pid in os.read(report, 4096).split()}
+    except BlockingIOError:
+        pass
+    killed |= {pid for pid in children if pid not in killed and os.waitpid(pid, os.WNOHANG)[0] == pid}
+    time.sleep(0.05)
 print("KILLED", len(killed), flush=True)
 '''
 
@@ -271,7 +285,7 @@ CLASS: dict[str, tuple[str, ...]] = {
     "h_hangs_in_call": (GOOD, "def similar_products(r, product_id, k=5):\n    while True:\n        pass\n"),
     "h_network_scan": (GOOD, NETWORK_SCAN),
     "h_exhaust_redis": (GOOD, EXHAUST_REDIS),
-    "h_memory_children": (GOOD, MEMORY_CHILDREN),
+    "h_memory_children": (GOOD, MEMORY_CHILDREN, MEMORY_CHILDREN_COUNT),
     "h_leave_behind": (GOOD, LEAVE_BEHIND),
     "h_read_other_runs": (GOOD, READ_OTHER_RUNS),
     "h_stalls_redis": (GOOD, STALL_REDIS),
