@@ -139,13 +139,14 @@ def autograder_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory, autograder_zip: Path) -> Path:
-    """The wheel's dependencies (and pip) as wheels for the Debian root's Python (bookworm: 3.11.2), from this machine's cache."""
+    """The wheel's dependencies (and pip) as wheels for the Debian root's Python 3.11.2, from this machine's cache."""
     folder = tmp_path_factory.mktemp("wheelhouse")
     with zipfile.ZipFile(autograder_zip) as archive:
         wheel = next(n for n in archive.namelist() if n.endswith(".whl"))
         (folder / wheel).write_bytes(archive.read(wheel))
     done = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-                           "--python-version", "3.11.2", "-d", str(folder), str(folder / wheel), "pip"],
+                           "--python-version", "3.11.2", "-d", str(folder), str(folder / wheel), "pip",
+                           "async-timeout"],  # redis-py's below 3.11.3: pip judges python_full_version by this Python
                           capture_output=True, text=True)
     _needs(done.returncode == 0, f"the wheelhouse could not be filled from the package index: {done.stderr[-500:]}")
     (folder / wheel).unlink()  # setup.sh installs the zip's own wheel
