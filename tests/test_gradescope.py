@@ -25,11 +25,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from docker_engine import DockerEngine
 from submissions import BROKEN_SIMILAR, GOOD, write_notebook
 
 from redis_workbook.grading import gradescope, points
@@ -88,7 +93,7 @@ wrote = []
 exec(FORGE.replace("range(600)", "range(1)"))
 subprocess.Popen([sys.executable, "-c", FORGE], start_new_session=True, stdout=subprocess.DEVNULL)  # stays behind
 try:
-    socket.create_connection(("deb.debian.org", 80), timeout=3).close()
+    socket.create_connection(("127.0.0.1", 9), timeout=3).close()  # refused if it could make the socket at all
     network = "reached"
 except OSError as exc:
     network = type(exc).__name__
@@ -177,7 +182,7 @@ def _read_from(container, path: str) -> dict[str, bytes]:  # noqa: ANN001 - a do
 
 
 @pytest.fixture(scope="module")
-def autograder_image(docker_engine, base_tar: Path, autograder_zip: Path, wheelhouse: Path):  # noqa: ANN001, ANN201
+def autograder_image(docker_engine: DockerEngine, base_tar: Path, autograder_zip: Path, wheelhouse: Path) -> str:
     """The image Gradescope would build: the zip in /autograder/source, run_autograder copied, setup.sh run as root."""
     client = docker_engine.client()
     started = time.monotonic()
@@ -201,19 +206,21 @@ def autograder_image(docker_engine, base_tar: Path, autograder_zip: Path, wheelh
         log = container.logs().decode(errors="replace")
         assert code == 0, f"setup.sh failed ({code}):\n{log[-3000:]}"
         assert "redis-workbook autograder ready" in log and "sandbox: uid mode" in log, log[-2000:]
+        started = time.monotonic()
         image = container.commit("rw-gradescope-autograder", "test")
+        committed = time.monotonic() - started
     finally:
         container.remove(force=True)
-    print(f"\nbase image imported in {imported:.0f} s; setup.sh took {setup_s:.0f} s; zip "
+    print(f"\nbase image imported in {imported:.0f} s; setup.sh took {setup_s:.0f} s (image committed in "
+          f"{committed:.0f} s); zip "
           f"{autograder_zip.stat().st_size / 1e6:.2f} MB")
     return image.id
 
 
-def run_autograder(docker_engine, image: str, notebooks: dict[str, bytes]) -> tuple[dict, dict[str, bytes], str]:  # noqa: ANN001
+def run_autograder(engine: DockerEngine, image: str, notebooks: dict[str, bytes]) -> Graded:
     """One submission as Gradescope runs it: a fresh container, /autograder/submission filled, run_autograder."""
-    client = docker_engine.client()
-    container = client.containers.create(image, ["/autograder/run_autograder"], network_mode="host",
-                                         working_dir="/autograder")
+    container = engine.client().containers.create(image, ["/autograder/run_autograder"], network_mode="host",
+                                                  working_dir="/autograder")
     try:
         files = {f"autograder/submission/{name}": (data, 0o644) for name, data in notebooks.items()}
         container.put_archive("/", _tar(files))
@@ -223,25 +230,48 @@ def run_autograder(docker_engine, image: str, notebooks: dict[str, bytes]) -> tu
         took = time.monotonic() - started
         log = container.logs().decode(errors="replace")
         assert code == 0, log[-3000:]
-        results = _read_from(container, "/autograder/results")
-        report = json.loads(results["results.json"])
-        print(f"\nrun_autograder took {took:.0f} s (execution_time {report['execution_time']} s)")
-        return report, results, log
+        files = _read_from(container, "/autograder/results")
+        return Graded(json.loads(files["results.json"]), set(files), log, took)
     finally:
         container.remove(force=True)
 
 
-def notebook(tmp_path: Path, *sources: str) -> bytes:
-    return write_notebook(tmp_path / "nb.ipynb", *sources).read_bytes()
+@dataclass
+class Graded:
+    report: dict  # /autograder/results/results.json
+    files: set[str]  # what /autograder/results holds
+    log: str  # run_autograder's stdout
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def graded(docker_engine: DockerEngine, autograder_image: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> dict[str, Graded]:
+    """The three submissions, each in a container of its own, graded side by side as on Gradescope's fleet."""
+    folder = tmp_path_factory.mktemp("submissions")
+    submissions = {
+        "good": {f"{ASSIGNMENT}.ipynb": (ROOT / "solutions" / f"{ASSIGNMENT}.ipynb").read_bytes()},
+        "broken": {"my work (1).ipynb": write_notebook(folder / "b.ipynb", GOOD, BROKEN_SIMILAR).read_bytes()},
+        "hostile": {f"{ASSIGNMENT}.ipynb": write_notebook(folder / "h.ipynb", GOOD, BROKEN_SIMILAR,
+                                                          HOSTILE).read_bytes()},
+    }
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(submissions)) as pool:
+        futures = {name: pool.submit(run_autograder, docker_engine, autograder_image, notebooks)
+                   for name, notebooks in submissions.items()}
+        done = {name: future.result() for name, future in futures.items()}
+    print(f"\nthree submissions side by side in {time.monotonic() - started:.0f} s; run_autograder "
+          + ", ".join(f"{name} {one.seconds:.0f} s (execution_time {one.report['execution_time']} s)"
+                      for name, one in done.items()))
+    return done
 
 
 def scores(report: dict) -> dict[str, float]:
     return {test["name"].split(":")[0]: test["score"] for test in report["tests"]}
 
 
-def test_a_good_submission_scores_everything(docker_engine, autograder_image: str) -> None:  # noqa: ANN001
-    report, _, _ = run_autograder(docker_engine, autograder_image,
-                                  {f"{ASSIGNMENT}.ipynb": (ROOT / "solutions" / f"{ASSIGNMENT}.ipynb").read_bytes()})
+def test_a_good_submission_scores_everything(graded: dict[str, Graded]) -> None:
+    report = graded["good"].report
     assert report["score"] == TOTAL and report["extra_data"]["redis_workbook"]["status"] == "graded"
     assert sum(t["max_score"] for t in report["tests"]) == TOTAL
     for test in report["tests"]:
@@ -250,9 +280,8 @@ def test_a_good_submission_scores_everything(docker_engine, autograder_image: st
     assert isinstance(report["execution_time"], int) and report["stdout_visibility"] == "hidden"
 
 
-def test_a_broken_submission_scores_what_it_earns(docker_engine, autograder_image: str, tmp_path: Path) -> None:  # noqa: ANN001
-    report, _, _ = run_autograder(docker_engine, autograder_image,
-                                  {"my work (1).ipynb": notebook(tmp_path, GOOD, BROKEN_SIMILAR)})  # any one name
+def test_a_broken_submission_scores_what_it_earns(graded: dict[str, Graded]) -> None:
+    report = graded["broken"].report  # its only notebook, under another name
     assert report["score"] == TOTAL - SIMILAR
     failed = [t for t in report["tests"] if t["status"] == "failed"]
     assert {t["name"].split(":")[0] for t in failed} == {"test_similar_products_never_return_the_product_itself",
@@ -260,18 +289,18 @@ def test_a_broken_submission_scores_what_it_earns(docker_engine, autograder_imag
     assert all(t["output"] for t in failed), "each failed check says what was expected"
 
 
-def test_a_hostile_submission_reads_no_answer_and_forges_no_grade(docker_engine, autograder_image: str,  # noqa: ANN001
-                                                                  tmp_path: Path) -> None:
-    report, files, log = run_autograder(docker_engine, autograder_image,
-                                        {f"{ASSIGNMENT}.ipynb": notebook(tmp_path, GOOD, BROKEN_SIMILAR, HOSTILE)})
+def test_a_hostile_submission_reads_no_answer_and_forges_no_grade(graded: dict[str, Graded]) -> None:
+    hostile = graded["hostile"]
+    report = hostile.report
     printed = report["extra_data"]["redis_workbook"]["output"]
     assert 'HOSTILE {"read": [], "network": "PermissionError"}' in printed, printed[-2000:]
     assert "FORGED" not in printed
-    assert set(files) == {"results.json"}, "nothing else was written in /autograder/results"
+    assert hostile.files == {"results.json"}, "nothing else was written in /autograder/results"
     assert report["score"] == TOTAL - SIMILAR, "it scores what its own code earns, no more"
     assert "forged" not in scores(report) and report["extra_data"]["redis_workbook"]["status"] == "graded"
     warnings = report["extra_data"]["redis_workbook"]["warnings"]
     assert any("uid mode" in w for w in warnings), warnings
+    assert "grading in the sandbox's uid mode" in hostile.log
 
 
 def test_gather_takes_notebooks_at_any_depth_and_follows_no_link(tmp_path: Path) -> None:
@@ -308,3 +337,55 @@ def test_the_zip_has_gradescopes_layout(autograder_zip: Path) -> None:
     assert {f"grader/test_{ASSIGNMENT}.py", "grader/points.toml", "grader/reference.py"} <= set(names)
     assert any(n.startswith("redis_workbook-") and n.endswith(".whl") for n in names)
     assert not any(n.startswith("grader/course/") for n in names)
+
+
+UID_PROBE = """
+import json, os, socket, sys
+from redis_workbook.grading import sandbox
+
+try:
+    report = sandbox.enter({"mode": "uid", "hide": sys.argv[1:]}, "probe.ipynb", "{}")
+except RuntimeError as exc:
+    print("REFUSED", exc)
+    sys.exit(0)
+seen = {"uid": os.getuid(), "cleanup": report.cleanup}
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    seen["inet"] = "made"
+except OSError as exc:
+    seen["inet"] = type(exc).__name__
+socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+seen["unix"] = "made"
+print("ENTERED", json.dumps(seen))
+"""
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder every user can enter (pytest's tmp_path lies in a folder of root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="rw-uid-test-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_uid_mode_refuses_readable_secrets_and_allows_unix_sockets_only(open_folder: Path) -> None:
+    """On this machine as root, without Docker: what the uid mode checks before learner code runs, what it blocks."""
+    _needs(os.geteuid() == 0, "the uid mode needs root")
+    readable, private = open_folder / "readable", open_folder / "private"
+    readable.mkdir()
+    private.mkdir()
+    os.chmod(readable, 0o755)
+    os.chmod(private, 0o700)
+    (private / "reference.py").write_text("ANSWER = 42\n")
+    refused = subprocess.run([sys.executable, "-c", UID_PROBE, str(readable), str(private)], capture_output=True,
+                             text=True, timeout=60)
+    assert refused.stdout.startswith("REFUSED") and str(readable) in refused.stdout, refused.stdout + refused.stderr
+    assert str(private) not in refused.stdout and "chmod -R go-rwx" in refused.stdout
+    entered = subprocess.run([sys.executable, "-c", UID_PROBE, str(private), str(private / "reference.py")],
+                             capture_output=True, text=True, timeout=60)
+    assert entered.stdout.startswith("ENTERED"), entered.stdout + entered.stderr
+    seen = json.loads(entered.stdout.split(" ", 1)[1])
+    shutil.rmtree(seen["cleanup"], ignore_errors=True)
+    assert seen["uid"] >= gradescope.sandbox.UID_BASE
+    assert seen["inet"] == "PermissionError" and seen["unix"] == "made", "no network: Unix sockets only"

@@ -226,12 +226,13 @@ def gather(submission: Path, target: Path, assignment: str) -> None:
     name the shallowest wins. grade then takes `<assignment>.ipynb`, or the only notebook there is.
     """
     private_dirs(target)
+    candidates = []
+    for folder, folders, names in os.walk(submission):  # links to folders are listed, never entered
+        folders[:] = [f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS]
+        candidates += [Path(folder) / n for n in names if n.endswith(".ipynb") and not n.startswith(".")]
     found: dict[str, Path] = {}
-    for folder, folders, names in sorted(os.walk(submission), key=lambda entry: entry[0].count(os.sep)):
-        folders[:] = sorted(f for f in folders if not f.startswith(".") and f not in SKIPPED_FOLDERS)
-        for name in sorted(names):
-            if name.endswith(".ipynb") and not name.startswith(".") and name not in found:
-                found[name] = Path(folder) / name
+    for path in sorted(candidates, key=lambda p: (len(p.parts), str(p))):
+        found.setdefault(path.name, path)
     for name, path in found.items():
         if path.is_symlink():
             os.symlink(os.readlink(path), target / name)
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.self_test:
         return self_test()
+    if not args.assignment:
+        parser.error("name the assignment, e.g. 06_recommender")
     root = Path(args.root)
     grader = root / "source" / "grader"
     started = time.monotonic()
