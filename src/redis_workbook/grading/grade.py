@@ -182,7 +182,7 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
 
 def _sandbox_mode(args: argparse.Namespace) -> str:
     """The sandbox learner code will run in; refuses to grade without one unless told it is unsafe."""
-    if args.sandbox == "uid":
+    if getattr(args, "sandbox", "auto") == "uid":
         if os.geteuid() != 0:
             raise UsageProblem("--sandbox uid gives learner code a uid of its own, which needs root.")
         return "uid"
