@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import ta` whatever pytest's import mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import feedback` whatever pytest's import mode
 
 import reference  # noqa: E402
-from ta import Catalog, ShippedModel  # noqa: E402
+from feedback import Catalog, ShippedModel  # noqa: E402
 
 from redis_workbook import datasets  # noqa: E402
 from redis_workbook.embeddings import HashingEmbedder  # noqa: E402

@@ -1,26 +1,37 @@
 """The grader's reference answers: what the checks compare learner code with, kept outside the package.
 
-Learners import `redis_workbook`; nothing in it may pass a graded check (issue 8, "answers
-importable"). So the reference versions of the exercises whose right answer is Redis state
-rather than a number the checks compute inline live here, in plain redis-py, as
-learner-api.md describes them: the search module's version (01), the product index and
-loader (02, and the catalogue the 03/04/06 checks run on), the range query (03, which the
-range checks' numpy answers are tested against), the post index and loader (07), the vector-set
-loader (09, and the set the 09 similarity checks run on).
+Learners import `redis_workbook`; nothing in it may pass a graded check (a learner must not be
+able to import an answer: tests/test_answers_not_importable.py). So the reference versions of
+the exercises whose right answer is Redis state rather than a number the checks compute inline
+live here, in plain redis-py, as docs/learner-api.md describes them: the search module's version
+(01), the product index and loader (02, and the catalogue the 03/04/06 checks run on), the range
+query (03, which the range checks' numpy answers are tested against), the post index and loader
+(07), 07's full-text query (text_search, with its scores), the vector-set loader (09, and the set
+the 09 similarity checks run on), the JSON product index and loader (10).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import redis
-from redis.commands.search.field import NumericField, TagField, TextField
+from redis.commands.search.field import NumericField, TagField, TextField, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import Query
 
 from redis_workbook.report import as_text
-from redis_workbook.schema import CATEGORY_SEPARATOR, IndexSpec, create_index, vector_field
+from redis_workbook.schema import (
+    CATEGORY_SEPARATOR,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    STOPWORDS,
+    IndexSpec,
+    create_index,
+    vector_field,
+)
 
 
 def search_module_version(r: redis.Redis) -> int | None:
@@ -91,6 +102,25 @@ def load_posts(r: redis.Redis, posts: Sequence[dict], vectors: np.ndarray, algor
     write(r, [f"post:{p['url']}" for p in posts], posts, vectors)
 
 
+def query_words(question: str) -> list[str]:
+    """The question's words as notebook 07 turns them into a query: runs of letters, digits and _, lowercased,
+    stop words left out (the index never holds them, and search 2.10 mishandles them inside an OR list)."""
+    return [word for word in re.findall(r"\w+", question.lower()) if word not in STOPWORDS]
+
+
+def text_search(r: redis.Redis, question: str, k: int = 5, scorer: str = "BM25STD",
+                index_name: str = "idx:posts") -> list[tuple[str, float]]:
+    """(url, score) of the k best posts for the question: its words OR-ed, FT.SEARCH ... SCORER scorer LIMIT 0 k.
+
+    Scores are returned so that checks can accept any order of posts with equal scores.
+    """
+    words = query_words(question)
+    if not words:
+        return []
+    query = Query(" | ".join(words)).scorer(scorer).with_scores().return_fields("url").paging(0, k).dialect(2)
+    return [(as_text(doc.url), float(doc.score)) for doc in r.ft(index_name).search(query).docs]
+
+
 def load_vector_set(r: redis.Redis, key: str, ids: Sequence[str], vectors: np.ndarray, quant: str = "NOQUANT",
                     attributes: Sequence[dict] | None = None) -> int:
     """VADD key FP32 <float32 bytes> <id> <quant> [SETATTR <json>] per id, in one pipeline; the number added.
@@ -109,3 +139,37 @@ def load_product_set(r: redis.Redis, key: str, products: Sequence[dict], vectors
     """Every product in the vector set `key`, unquantized, with its category and price as JSON attributes."""
     attributes = [{"category": p["category"], "price": p["price"]} for p in products]
     return load_vector_set(r, key, [p["id"] for p in products], vectors, attributes=attributes)
+
+
+# ------------------------------------------------------------------------------------------ 10: JSON documents
+JSON_INDEX, JSON_PREFIX = "idx:products_json", "product_json:"
+JSON_FIELDS = ("id", "name", "description", "category", "price")
+
+
+def create_json_index(r: redis.Redis, dim: int, algorithm: str = "HNSW", index_name: str = JSON_INDEX,
+                      prefix: str = JSON_PREFIX) -> bool:
+    """Notebook 02's product schema ON JSON: each field a JSON path named with AS; False when it exists."""
+    attributes: dict[str, object] = {"TYPE": "FLOAT32", "DIM": dim, "DISTANCE_METRIC": "COSINE"}
+    if algorithm.upper() == "HNSW":
+        attributes |= {"M": HNSW_M, "EF_CONSTRUCTION": HNSW_EF_CONSTRUCTION}
+    fields = [TextField("$.name", as_name="name"), TextField("$.description", as_name="description"),
+              TagField("$.category", as_name="category", separator=CATEGORY_SEPARATOR),
+              NumericField("$.price", as_name="price", sortable=True),
+              VectorField("$.embedding", algorithm.upper(), attributes, as_name="embedding")]
+    try:
+        r.ft(index_name).create_index(fields, definition=IndexDefinition(prefix=[prefix], index_type=IndexType.JSON))
+    except redis.ResponseError as exc:
+        if "already exists" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def load_products_json(r: redis.Redis, products: Sequence[dict], vectors: np.ndarray,
+                       prefix: str = JSON_PREFIX) -> int:
+    """One JSON.SET <prefix><id> $ per product, its vector a JSON array of numbers, in one pipeline."""
+    pipe = r.pipeline(transaction=False)
+    for product, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True):
+        document = {name: product[name] for name in JSON_FIELDS} | {"embedding": vector.tolist()}
+        pipe.json().set(f"{prefix}{product['id']}", "$", document)
+    return len(pipe.execute())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import redis
+from feedback import call, fail, show, works_first
 from reference import search_module_version as reference_version
-from ta import call, fail, show
 
 
 def check_version(got: object, want: int, what: str, hint: str = "") -> None:
@@ -38,8 +38,11 @@ def test_search_module_version_with_resp2_client(nb, redis_url: str) -> None:
                   "`dict(zip(entry[::2], entry[1::2]))` when the entry is a list.")
 
 
-def test_search_module_version_none_without_search(nb, plain_r: redis.Redis) -> None:
+def test_search_module_version_none_without_search(nb, r: redis.Redis, plain_r: redis.Redis) -> None:
     search_module_version = nb.search_module_version
+    found = call("search_module_version(r)", search_module_version, r)
+    works_first("search_module_version(r) on a Redis with the search module", found,
+                found == reference_version(r) and not isinstance(found, bool), expected=reference_version(r))
     try:
         got = search_module_version(plain_r)
     except Exception as exc:  # noqa: BLE001 - any exception is the learner's: report it

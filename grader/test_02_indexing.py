@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import redis
+from feedback import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot, works_first
 from redis.commands.search.query import Query
 from reference import load_products, product_index
-from ta import Catalog, assert_unchanged, call, expect_error, fail, report_hint, show, snapshot
 
-from redis_workbook.report import as_text, ft_info, index_report
+from redis_workbook.report import as_dict, as_text, field_attributes, ft_info, index_report
 from redis_workbook.schema import create_index
 
 DIM = 384
@@ -18,24 +18,14 @@ def index_shape(r: redis.Redis, name: str) -> dict[str, object]:
     """What matters in FT.INFO, comparable between two indexes: fields, key type and prefixes."""
     info = ft_info(r, name)
     fields = {}
-    for attribute in info["attributes"]:  # type: ignore[union-attr]
-        if isinstance(attribute, dict):
-            attrs = {as_text(k).lower(): v for k, v in attribute.items()}
-        else:
-            items = list(attribute)
-            attrs = {as_text(items[i]).lower(): items[i + 1] for i in range(0, len(items) - 1, 2)}
-            attrs["flags"] = [as_text(x) for x in items if as_text(x) in ("SORTABLE", "UNF", "NOSTEM", "NOINDEX")]
+    for attrs in field_attributes(info):
         kind = as_text(attrs["type"])
-        described = [kind] + ["SORTABLE" for f in attrs.get("flags", []) if as_text(f) == "SORTABLE"]
+        described = [kind] + ["SORTABLE" for flag in attrs["flags"] if flag == "SORTABLE"]  # type: ignore[union-attr]
         if kind == "VECTOR":
             described += [f"{key.upper()} {as_text(attrs[key])}" for key in
                           ("algorithm", "data_type", "dim", "distance_metric", "m", "ef_construction") if key in attrs]
         fields[as_text(attrs["attribute"])] = " ".join(described)
-    definition = info["index_definition"]
-    if not isinstance(definition, dict):
-        items = list(definition)  # type: ignore[call-overload]
-        definition = {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}
-    definition = {as_text(k): v for k, v in definition.items()}
+    definition = as_dict(info["index_definition"])
     return {"fields": fields, "key_type": as_text(definition["key_type"]),
             "prefixes": sorted(as_text(p) for p in definition["prefixes"])}
 
@@ -101,6 +91,9 @@ def test_vector_to_bytes_rejects_bad_vectors(nb) -> None:
         vector[7] = bad
         expect_error(f"vector_to_bytes(<a vector containing {label}>, {DIM})", nb.vector_to_bytes, vector, DIM,
                      kinds=(ValueError,))
+    what = f"vector_to_bytes(<{DIM} ones>, {DIM})"
+    packed = call(what, nb.vector_to_bytes, good, DIM)
+    works_first(what, packed, packed == good.astype("<f4").tobytes(), expected=f"{DIM * 4} bytes of float32 ones")
 
 
 # ------------------------------------------------------------------------------------------ create_product_index
@@ -148,6 +141,9 @@ def test_create_product_index_leaves_an_existing_index_alone(nb, r: redis.Redis,
              expected="the existing FLAT index with its 5 documents, untouched",
              got=f"embedding {shape.get('embedding')}, {docs} documents",  # type: ignore[attr-defined]
              hint="Do not drop and recreate: return False and leave it alone.")
+    what = f"create_product_index(r, {DIM}, index_name='idx:fresh', prefix='fresh:')"
+    created = call(what, nb.create_product_index, r, DIM, index_name="idx:fresh", prefix="fresh:")
+    works_first(what, created, created is True and "idx:fresh" in index_names(r), expected="True, and the index")
 
 
 def test_create_product_index_rejects_bad_arguments(nb, r: redis.Redis) -> None:
@@ -157,6 +153,9 @@ def test_create_product_index_rejects_bad_arguments(nb, r: redis.Redis) -> None:
     if index_names(r):
         fail("`create_product_index` created an index although its arguments were invalid.", expected="no index",
              got=sorted(index_names(r)), hint="Validate algorithm and dim before FT.CREATE.")
+    what = f"create_product_index(r, {DIM}, algorithm='FLAT')"
+    created = call(what, nb.create_product_index, r, DIM, algorithm="FLAT")
+    works_first(what, created, created is True and "idx:products" in index_names(r), expected="True, and the index")
 
 
 def test_category_tag_keeps_commas(nb, r: redis.Redis, shipped_products: Catalog) -> None:
@@ -224,3 +223,7 @@ def test_load_products_checks_everything_before_writing(nb, r: redis.Redis, ship
     what = "load_products(r, products, <last row 383 wide>, batch_size=2)"
     expect_error(what, nb.load_products, r, products, ragged, batch_size=2, kinds=(ValueError,))
     assert_unchanged(before, snapshot(r), what)
+    what = "load_products(r, <4 products>, <4 embeddings>)"
+    written = call(what, nb.load_products, r, products, vectors)
+    works_first(what, written, written == 4 and all(r.exists(f"product:{p['id']}") for p in products),
+                expected="4, and the 4 hashes")

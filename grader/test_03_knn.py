@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from reference import load_products, product_index
-from ta import (
+from feedback import (
     Catalog,
     as_pairs,
     call,
@@ -16,9 +15,11 @@ from ta import (
     recorded_commands,
     searches,
     show,
-    wait_indexed,
+    works_first,
 )
+from reference import load_products, product_index
 
+from redis_workbook.report import wait_indexed
 from redis_workbook.schema import create_index
 
 
@@ -217,3 +218,7 @@ def test_within_returns_an_empty_list_when_nothing_is_close_enough(nb, r: redis.
                     "\"nothing close enough\" with no results.")
             fail(f"`{what}` found products although none is {threshold} similar (the best is {best:.3f}).",
                  expected="[]", got=[(i, round(sims.get(i, float("nan")), 3)) for i, _ in pairs[:5]], hint=hint)
+    me = catalog.ids[0]
+    what = f"within(r, <the vector of product {me}>, min_similarity=0.99)"
+    got = call(what, nb.within, r, catalog.vector(me), 0.99)
+    works_first(what, got, me in [i for i, _ in as_pairs(got, what)], expected=f"a list holding ({me!r}, 1.0)")

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import redis
-from ta import Catalog, call, check_ranked, fail
+from feedback import Catalog, call, check_ranked, fail
 
 ESCAPE_HINT = ("Tag values with spaces or punctuation must be escaped inside {...}: every character that is not a "
                "letter, digit or underscore gets a backslash (`@category:{Home\\ \\&\\ Kitchen}`), or quote the "

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import redis
-from ta import assert_unchanged, call, expect_error, fail, show, snapshot
+from feedback import assert_unchanged, call, expect_error, fail, show, snapshot, works_first
 
 from redis_workbook.embeddings import HashingEmbedder
 from redis_workbook.grading.remote import Recorder
@@ -222,3 +222,6 @@ def test_put_refuses_bad_input_and_writes_nothing(nb, r: redis.Redis, embedder: 
         what = f"cache.put({query!r}, {response!r})"
         expect_error(what, cache.put, query, response)
         assert_unchanged(before, snapshot(r), what)
+    what = f"cache.put({STORED!r}, {ANSWER!r})"
+    call(what, cache.put, STORED, ANSWER)
+    works_first(what, "nothing written", snapshot(r) != before, expected="the entry written to Redis")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import redis
-from ta import (
+from feedback import (
     Catalog,
     assert_unchanged,
     call,

@@ -7,7 +7,7 @@ neighbour lists from the shipped catalogue.
 from __future__ import annotations
 
 import numpy as np
-from ta import Catalog, call, close, fail, show
+from feedback import Catalog, call, close, fail, show
 
 DENOMINATOR_HINT = ("Recall@k is the share of the *exact* top-k that the approximate search found: "
                     "len(set(approx) & set(exact)) / len(exact).")

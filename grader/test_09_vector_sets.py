@@ -14,7 +14,18 @@ import json
 import numpy as np
 import redis
 import reference
-from ta import Catalog, assert_unchanged, call, check_id_list, check_nearest_set, endswith_case, fail, show, snapshot
+from feedback import (
+    Catalog,
+    assert_unchanged,
+    call,
+    check_id_list,
+    check_nearest_set,
+    endswith_case,
+    fail,
+    show,
+    snapshot,
+    works_first,
+)
 
 from redis_workbook.report import as_text
 
@@ -162,6 +173,9 @@ def test_load_vector_set_refuses_mismatched_lengths_and_writes_nothing(nb, r: re
                  hint="A plain zip() stops at the shorter input and loads the rest silently: use "
                       "`zip(ids, vectors, strict=True)`, before anything is sent.")
         assert_unchanged(before, snapshot(r), what)
+    what = f"load_vector_set(r, {LOADED!r}, ids[:3], vectors[:3])"
+    added = call(what, nb.load_vector_set, r, LOADED, ids[:3], vectors[:3])
+    works_first(what, added, added == 3 and raw(r, "VCARD", LOADED) == 3, expected="3, and VCARD 3")
 
 
 # ------------------------------------------------------------------------------------------ similar_in_set

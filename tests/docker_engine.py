@@ -27,7 +27,7 @@ import pytest
 from docker_image import LocalImage, build_local_images
 from dockerd import DockerdUnavailable, PrivateDockerd, find_dockerd
 
-from redis_workbook.containers import IMAGE_ENV, TESTCONTAINERS_DEFAULTS, docker_available
+from redis_workbook.grading.containers import IMAGE_ENV, TESTCONTAINERS_DEFAULTS, docker_available
 
 
 @dataclass

@@ -237,6 +237,36 @@ def answer(question, r, embedder, chat, model="gpt-4o-mini"):
         {"role": "system", "content": "Answer using only this blog post:\\n\\n" + context},
         {"role": "user", "content": question}])
     return reply.choices[0].message.content
+
+
+import re
+
+from redis_workbook.schema import STOPWORDS
+
+
+def text_search(r, question, k=5, scorer="BM25STD"):
+    words = [word for word in re.findall(r"\\w+", question.lower()) if word not in STOPWORDS]
+    if not words:
+        return []
+    query = Query(" | ".join(words)).scorer(scorer).return_fields("url").paging(0, k).dialect(2)
+    return [_text(doc.url) for doc in r.ft("idx:posts").search(query).docs]
+
+
+def reciprocal_rank_fusion(rankings, k=60, top=None):
+    scores = {}
+    for ranking in rankings:
+        for rank, url in enumerate(ranking, start=1):
+            scores[url] = scores.get(url, 0.0) + 1.0 / (k + rank)
+    return sorted(scores, key=scores.get, reverse=True)[:top]
+
+
+def evaluate(rankings, relevant, k=5):
+    hits, reciprocal = [], []
+    for ranking, answers in zip(rankings, relevant, strict=True):
+        hits.append(any(url in answers for url in ranking[:k]))
+        first = next((rank for rank, url in enumerate(ranking[:k], start=1) if url in answers), None)
+        reciprocal.append(1 / first if first else 0.0)
+    return {"hit@k": sum(hits) / len(hits), "mrr": sum(reciprocal) / len(reciprocal)}
 ''',
     "08_performance": '''
 def recall_at_k(approx_ids, exact_ids):
@@ -268,6 +298,108 @@ def similar_in_category(r, key, product_id, category, k=5):
     expression = f".category == {json.dumps(category)}"
     found = r.execute_command("VSIM", key, "ELE", product_id, "COUNT", k + 1, "FILTER", expression)
     return [e for e in map(_text, found) if e != product_id][:k]
+''',
+    "10_json_and_compression": '''
+import json
+
+
+def load_products_json(r, products, embeddings, prefix="product_json:"):
+    rows = np.asarray(embeddings, dtype=np.float32)
+    pipe = r.pipeline(transaction=False)
+    for product, row in zip(products, rows, strict=True):
+        doc = {name: product[name] for name in ("id", "name", "description", "category", "price")}
+        doc["embedding"] = row.tolist()
+        pipe.json().set(f"{prefix}{product['id']}", "$", doc)
+    return len(pipe.execute())
+
+
+def create_json_index(r, dim, algorithm="HNSW", index_name="idx:products_json", prefix="product_json:"):
+    params = {"TYPE": "FLOAT32", "DIM": dim, "DISTANCE_METRIC": "COSINE"}
+    if algorithm.upper() == "HNSW":
+        params.update(M=16, EF_CONSTRUCTION=200)
+    fields = [TextField("$.name", as_name="name"), TextField("$.description", as_name="description"),
+              TagField("$.category", as_name="category", separator="|"),
+              NumericField("$.price", as_name="price", sortable=True),
+              VectorField("$.embedding", algorithm.upper(), params, as_name="embedding")]
+    definition = IndexDefinition(prefix=[prefix], index_type=IndexType.JSON)
+    try:
+        r.ft(index_name).create_index(fields, definition=definition)
+    except redis.ResponseError as exc:
+        if "already exists" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def to_vector_bytes(vector, dtype="FLOAT32"):
+    name = dtype.upper()
+    values = np.asarray(vector, dtype=np.float32)
+    if name == "FLOAT32":
+        return values.tobytes()
+    if name == "FLOAT16":
+        return values.astype(np.float16).tobytes()
+    if name == "BFLOAT16":
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype("<u2").tobytes()
+    raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")
+''',
+    # ---- 11_redisvl (RedisVL): the same index and FT.SEARCH through RedisVL's classes
+    "11_redisvl": '''
+from redisvl.extensions.cache.llm import SemanticCache
+from redisvl.query import RangeQuery, VectorQuery
+from redisvl.query.filter import FilterExpression, Num, Tag, Text
+from redisvl.schema import IndexSchema
+from redisvl.utils.vectorize import CustomVectorizer
+
+
+def product_schema(dim, algorithm="HNSW", index_name="idx:products", prefix="product:"):
+    attrs = {"dims": dim, "algorithm": algorithm.lower(), "datatype": "float32", "distance_metric": "cosine"}
+    if algorithm.upper() == "HNSW":
+        attrs.update({"m": 16, "ef_construction": 200})
+    return IndexSchema.from_dict({
+        "index": {"name": index_name, "prefix": prefix, "storage_type": "hash"},
+        "fields": [{"name": "name", "type": "text"}, {"name": "description", "type": "text"},
+                   {"name": "category", "type": "tag", "attrs": {"separator": "|"}},
+                   {"name": "price", "type": "numeric", "attrs": {"sortable": True}},
+                   {"name": "embedding", "type": "vector", "attrs": attrs}]})
+
+
+def index_products(index, products, vectors):
+    rows = np.asarray(vectors, dtype=np.float32)
+    records = [dict(product, embedding=row.tobytes()) for product, row in zip(products, rows, strict=True)]
+    return index.load(records, id_field="id")
+
+
+def find_products(index, vector, k=5, category=None, price_range=None, text=None):
+    filters = []
+    if category is not None:
+        filters.append(Tag("category") == category)
+    low, high = price_range or (None, None)
+    if low is not None:
+        filters.append(Num("price") >= low)
+    if high is not None:
+        filters.append(Num("price") <= high)
+    if text:
+        filters.append(Text("description") % text)
+    expression = None
+    for part in filters:
+        expression = part if expression is None else expression & part
+    query = VectorQuery(vector, "embedding", num_results=k, filter_expression=expression)
+    return [_text(doc["id"]).split(":", 1)[1] for doc in index.query(query)]
+
+
+def products_within(index, vector, min_similarity):
+    total = int(index.info()["num_docs"])
+    query = RangeQuery(vector, "embedding", distance_threshold=1 - min_similarity, num_results=max(total, 1))
+    docs = index.query(query)
+    return [(_text(doc["id"]).split(":", 1)[1], 1 - float(doc["vector_distance"])) for doc in docs]
+
+
+def llm_cache(r, embedder, min_similarity=0.9, ttl=3600, name="llmcache"):
+    vectorizer = CustomVectorizer(embed=lambda text: [float(x) for x in embedder.embed([text])[0]])
+    return SemanticCache(name=name, distance_threshold=1 - min_similarity, ttl=ttl, vectorizer=vectorizer,
+                         redis_client=r)
 ''',
 }
 
@@ -433,6 +565,40 @@ MUTANTS = [
            '        raise redis.ResponseError("pretend it is missing")\n', "only if it is missing"),
     Mutant("recall divides by the approximate count", "08_performance", "/ len(exact)", "/ len(set(approx_ids))",
            "precision"),
+    # ---- 07's retrieval evaluation: each mistake costs exactly one named check
+    Mutant("text_search without SCORER (TFIDF on search 2.x)", "07_rag", ".scorer(scorer)", "", "SCORER",
+           check="test_text_search_ranks_by_the_scorer_asked_for"),
+    Mutant("text_search with the older BM25 scorer", "07_rag", 'k=5, scorer="BM25STD"', 'k=5, scorer="BM25"',
+           "BM25STD", check="test_text_search_ranks_by_the_scorer_asked_for"),
+    Mutant("text_search without LIMIT: FT.SEARCH's first 10", "07_rag", '.return_fields("url").paging(0, k)',
+           '.return_fields("url")', "LIMIT 0 k", check="test_text_search_returns_k_results"),
+    Mutant("text_search keeps the stop words", "07_rag", " if word not in STOPWORDS]", "]", "STOPWORDS",
+           check="test_text_search_leaves_the_stop_words_out"),
+    Mutant("text_search splits the question on spaces, punctuation and all", "07_rag",
+           're.findall(r"\\w+", question.lower())', "question.lower().split()", "Punctuation is query syntax",
+           check="test_text_search_survives_punctuation"),
+    Mutant("text_search sends '*' for a question without words", "07_rag", "        return []\n",
+           '        words = ["*"]\n', "without words", check="test_text_search_survives_punctuation"),
+    Mutant("RRF ranks start at 0", "07_rag", "enumerate(ranking, start=1)", "enumerate(ranking)", "start at 1",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF adds up ranks instead of reciprocal ranks", "07_rag",
+           "scores.get(url, 0.0) + 1.0 / (k + rank)", "scores.get(url, 0.0) - rank", "RECIPROCAL",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF ignores k (1 / rank)", "07_rag", "1.0 / (k + rank)", "1.0 / rank", "k you are given",
+           check="test_reciprocal_rank_fusion_sums_one_over_k_plus_rank"),
+    Mutant("RRF breaks ties through a set", "07_rag", "return sorted(scores, key=scores.get, reverse=True)[:top]",
+           "return sorted(set(scores), key=scores.get, reverse=True)[:top]", "first appear",
+           check="test_reciprocal_rank_fusion_breaks_ties_by_first_appearance"),
+    Mutant("RRF ignores top", "07_rag", "reverse=True)[:top]", "reverse=True)", "[:top]",
+           check="test_reciprocal_rank_fusion_returns_each_id_once_and_cuts_at_top"),
+    Mutant("hit@k looks at one result too many", "07_rag", "for url in ranking[:k]))", "for url in ranking[:k + 1]))",
+           "rank k + 1", check="test_evaluate_hit_at_k_looks_at_the_first_k"),
+    Mutant("MRR counts only answers at rank 1", "07_rag", "reciprocal.append(1 / first if first else 0.0)",
+           "reciprocal.append(1.0 if first == 1 else 0.0)", "hit@1",
+           check="test_evaluate_mrr_is_the_mean_reciprocal_rank_of_the_first_relevant"),
+    Mutant("evaluate pairs rankings and relevant with a plain zip", "07_rag",
+           "zip(rankings, relevant, strict=True)", "zip(rankings, relevant)", "ValueError",
+           check="test_evaluate_refuses_lists_of_different_lengths"),
     # ---- 09: each mistake costs exactly one named check
     Mutant("vector set loaded from float64 bytes", "09_vector_sets", "rows = np.asarray(vectors, dtype=np.float32)",
            "rows = np.asarray(vectors, dtype=np.float64)", "float32",
@@ -471,4 +637,108 @@ MUTANTS = [
            'found = [e for e in r.execute_command("VSIM", key, "ELE", product_id, "COUNT", 4 * (k + 1))\n'
            '             if r.vset().vgetattr(key, e)["category"] == category]',
            "FILTER", check="test_similar_in_category_from_a_product_of_another_category"),
+    # ---- 10: JSON documents and compression
+    Mutant("JSON documents written as strings with SET", "10_json_and_compression",
+           'pipe.json().set(f"{prefix}{product[\'id\']}", "$", doc)',
+           'pipe.set(f"{prefix}{product[\'id\']}", json.dumps(doc))', "JSON.SET",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("embedding stored as a JSON string", "10_json_and_compression", 'doc["embedding"] = row.tolist()',
+           'doc["embedding"] = json.dumps(row.tolist())', "is a string",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("load_products_json ignores the prefix", "10_json_and_compression",
+           'pipe.json().set(f"{prefix}{product[\'id\']}", "$", doc)',
+           'pipe.json().set(f"product_json:{product[\'id\']}", "$", doc)', "prefix",
+           check="test_load_products_json_writes_documents_with_float_arrays"),
+    Mutant("load_products_json pairs with a plain zip", "10_json_and_compression",
+           "zip(products, rows, strict=True)", "zip(products, rows)", "strict=True",
+           check="test_load_products_json_refuses_mismatched_lengths_and_writes_nothing"),
+    Mutant("JSON index created ON HASH", "10_json_and_compression", "index_type=IndexType.JSON",
+           "index_type=IndexType.HASH", "ON JSON", check="test_create_json_index_matches_the_schema"),
+    Mutant("JSON index's category TAG without SEPARATOR", "10_json_and_compression",
+           'TagField("$.category", as_name="category", separator="|")', 'TagField("$.category", as_name="category")',
+           "SEPARATOR", check="test_create_json_index_matches_the_schema"),
+    Mutant("JSON index fields without AS names", "10_json_and_compression",
+           'TextField("$.name", as_name="name")', 'TextField("$.name")', "as_name",
+           more=(('TextField("$.description", as_name="description")', 'TextField("$.description")'),
+                 ('TagField("$.category", as_name="category", separator="|")',
+                  'TagField("$.category", separator="|")'),
+                 ('NumericField("$.price", as_name="price", sortable=True)', 'NumericField("$.price", sortable=True)'),
+                 ('params, as_name="embedding")', "params)")),
+           check="test_create_json_index_names_the_fields_for_queries"),
+    Mutant("create_json_index recreates an existing index", "10_json_and_compression",
+           "            return False\n        raise",
+           "            r.ft(index_name).dropindex(delete_documents=False)\n"
+           "            r.ft(index_name).create_index(fields, definition=definition)\n"
+           "            return False\n        raise", "untouched",
+           check="test_create_json_index_leaves_an_existing_index_alone"),
+    Mutant("create_json_index raises when the index exists", "10_json_and_compression",
+           '        if "already exists" in str(exc).lower():\n            return False\n', "", "already exists",
+           check="test_create_json_index_leaves_an_existing_index_alone"),
+    Mutant("FLOAT16 packed big-endian", "10_json_and_compression", "values.astype(np.float16)",
+           'values.astype(">f2")', "big-endian", check="test_to_vector_bytes_float32_and_float16"),
+    Mutant("BFLOAT16 truncated instead of rounded", "10_json_and_compression",
+           "rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16", "rounded = bits >> 16", "round",
+           check="test_to_vector_bytes_bfloat16_rounds_to_nearest"),
+    Mutant("BFLOAT16 packed as IEEE half (float16)", "10_json_and_compression",
+           'return rounded.astype("<u2").tobytes()', "return values.astype(np.float16).tobytes()", "IEEE half"),
+    Mutant("BFLOAT16 keeps the low 16 bits", "10_json_and_compression",
+           "rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16", "rounded = bits & 0xFFFF", "low 16 bits"),
+    Mutant("BFLOAT16 packed big-endian", "10_json_and_compression", 'rounded.astype("<u2")', 'rounded.astype(">u2")',
+           "big-endian"),
+    Mutant("to_vector_bytes compares dtype case-sensitively", "10_json_and_compression", "name = dtype.upper()",
+           "name = dtype", "case insensitive", check="test_to_vector_bytes_reads_the_type_name"),
+    Mutant("to_vector_bytes packs an unknown dtype as float32", "10_json_and_compression",
+           '    raise ValueError(f"dtype must be FLOAT32, FLOAT16 or BFLOAT16, got {dtype!r}")',
+           "    return values.tobytes()", "ValueError", check="test_to_vector_bytes_reads_the_type_name"),
+    # ---- 11 (RedisVL): each mistake costs exactly one named check
+    Mutant("RedisVL schema: category TAG with the default ',' separator", "11_redisvl",
+           '{"name": "category", "type": "tag", "attrs": {"separator": "|"}}', '{"name": "category", "type": "tag"}',
+           "separator", check="test_product_schema_matches_notebook_02s_index"),
+    Mutant("RedisVL schema: price not sortable", "11_redisvl",
+           '{"name": "price", "type": "numeric", "attrs": {"sortable": True}}', '{"name": "price", "type": "numeric"}',
+           "SORTABLE", check="test_product_schema_matches_notebook_02s_index"),
+    Mutant("RedisVL schema always HNSW", "11_redisvl", '"algorithm": algorithm.lower()', '"algorithm": "hnsw"',
+           "FLAT", check="test_product_schema_flat_with_custom_name_and_prefix"),
+    Mutant("RedisVL schema with dims fixed at 384", "11_redisvl", 'attrs = {"dims": dim,', 'attrs = {"dims": 384,',
+           "DIM 8", check="test_product_schema_flat_with_custom_name_and_prefix"),
+    Mutant("SearchIndex.load without id_field: ULID keys", "11_redisvl", 'return index.load(records, id_field="id")',
+           "return index.load(records)", "id_field",
+           check="test_index_products_writes_float32_vectors_under_the_product_ids"),
+    Mutant("index_products stores float64 bytes (dtype mismatch)", "11_redisvl",
+           "rows = np.asarray(vectors, dtype=np.float32)", "rows = np.asarray(vectors, dtype=np.float64)", "float64",
+           check="test_index_products_writes_float32_vectors_under_the_product_ids"),
+    Mutant("VectorQuery without num_results: 10 results", "11_redisvl",
+           'VectorQuery(vector, "embedding", num_results=k, filter_expression=expression)',
+           'VectorQuery(vector, "embedding", filter_expression=expression)', "num_results",
+           check="test_find_products_returns_the_k_nearest"),
+    Mutant("category filter as a hand-written, unescaped tag string", "11_redisvl",
+           'filters.append(Tag("category") == category)',
+           'filters.append(FilterExpression("@category:{" + category + "}"))', "escape",
+           check="test_find_products_category_with_comma_and_ampersand"),
+    Mutant("Num filters with exclusive bounds", "11_redisvl", 'filters.append(Num("price") >= low)',
+           'filters.append(Num("price") > low)', "inclusive",
+           more=(('filters.append(Num("price") <= high)', 'filters.append(Num("price") < high)'),),
+           check="test_find_products_price_range_is_inclusive"),
+    Mutant("find_products ignores the text filter", "11_redisvl",
+           '        filters.append(Text("description") % text)\n', "        pass\n", "mention",
+           check="test_find_products_combines_text_with_the_other_filters"),
+    Mutant("RangeQuery with the similarity as distance_threshold", "11_redisvl",
+           "distance_threshold=1 - min_similarity, num_results", "distance_threshold=min_similarity, num_results",
+           "1 - min_similarity", check="test_products_within_finds_every_product_above_the_threshold"),
+    Mutant("RangeQuery's first page of 10 only", "11_redisvl",
+           "distance_threshold=1 - min_similarity, num_results=max(total, 1))",
+           "distance_threshold=1 - min_similarity)", "paginate",
+           check="test_products_within_finds_every_product_above_the_threshold"),
+    Mutant("products_within returns distances", "11_redisvl", '1 - float(doc["vector_distance"])) for doc in docs]',
+           'float(doc["vector_distance"])) for doc in docs]', "distances where similarities",
+           check="test_products_within_returns_similarities_best_first"),
+    Mutant("products_within returns None when nothing is close enough", "11_redisvl",
+           "    docs = index.query(query)\n", "    docs = index.query(query)\n    if not docs:\n        return None\n",
+           "empty list", check="test_products_within_returns_similarities_best_first"),
+    Mutant("SemanticCache's distance_threshold set to the similarity", "11_redisvl",
+           "SemanticCache(name=name, distance_threshold=1 - min_similarity,",
+           "SemanticCache(name=name, distance_threshold=min_similarity,", "1 - min_similarity",
+           check="test_llm_cache_hits_by_similarity_and_expires"),
+    Mutant("SemanticCache without ttl", "11_redisvl", "ttl=ttl, vectorizer=vectorizer", "vectorizer=vectorizer",
+           "ttl=ttl", check="test_llm_cache_hits_by_similarity_and_expires"),
 ]

@@ -173,7 +173,7 @@ def as_user(user: User, needed: list[Path], command: list[str]) -> list[str]:
     q = shlex.quote
     lines = ["set -eu"]
     for i, path in enumerate(keep):
-        lines.append(f"mkdir {q(str(stage / str(i)))} && mount --rbind {q(str(path))} {q(str(stage / str(i)))}")
+        lines.append(f"mkdir -p {q(str(stage / str(i)))} && mount --rbind {q(str(path))} {q(str(stage / str(i)))}")
     for cover in covers:
         lines.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(str(cover))}")
     for i, path in enumerate(keep):

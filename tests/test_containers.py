@@ -29,8 +29,9 @@ from redis.retry import Retry
 from testcontainers.core.config import ConnectionMode
 from testcontainers.core.config import testcontainers_config as tc_config
 
-from redis_workbook import containers
-from redis_workbook.containers import (
+from redis_workbook.errors import RedisUnavailable
+from redis_workbook.grading import containers
+from redis_workbook.grading.containers import (
     DEFAULT_IMAGE,
     IMAGE_ENV,
     OWNER_LABEL,
@@ -44,7 +45,6 @@ from redis_workbook.containers import (
     image_setting,
     start_container,
 )
-from redis_workbook.errors import RedisUnavailable
 from redis_workbook.loading import write_hashes
 from redis_workbook.schema import IndexSpec, create_index, vector_field
 
@@ -142,7 +142,7 @@ def test_wrong_convention_is_a_clear_error(docker_engine: DockerEngine) -> None:
 def test_containers_of_a_killed_process_are_removed_at_next_start(docker_engine: DockerEngine) -> None:
     script = textwrap.dedent(f"""
         import os
-        from redis_workbook.containers import RedisContainerProvider
+        from redis_workbook.grading.containers import RedisContainerProvider
         provider = RedisContainerProvider({docker_engine.redis_image!r}).start()
         print(provider.container_id, flush=True)
         os.kill(os.getpid(), {int(signal.SIGKILL)})

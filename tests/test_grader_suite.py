@@ -6,7 +6,10 @@
     with one classic mistake fails at least one grader test with a message that names the mistake (and,
     for a mutant with a `check`, fails that test and no other).
 
-(b) and (c) grade in local mode through the notebooks' own API (`self_check`, `require`), in a few
+(d) Stubs: a notebook whose every function gives one constant answer (None, False, [], 0, ...) or always raises
+    ValueError scores 0: a check of how a function says no counts only once it also does its job.
+
+(b), (c) and (d) grade in local mode through the notebooks' own API (`self_check`, `require`), in a few
 subprocesses run in parallel, each with its own embedded Redis.
 """
 
@@ -89,8 +92,15 @@ def test_every_grader_test_has_exactly_one_points_entry() -> None:
 def test_points_are_positive_and_the_recommender_weighs_most() -> None:
     totals = {a: sum(POINTS[a].values()) for a in ASSIGNMENTS}
     assert all(isinstance(v, int) and v > 0 for table in POINTS.values() for v in table.values())
-    assert all(8 <= total <= 12 for a, total in totals.items() if a != "06_recommender"), totals
+    assert all(8 <= total <= 12 for a, total in totals.items() if a not in ("06_recommender", "07_rag")), totals
     assert 25 <= totals["06_recommender"] <= 35, totals
+    assert 18 <= totals["07_rag"] <= 24, totals  # retrieval-augmented answers, then their evaluation (issue 11)
+
+
+def test_mutant_names_are_unique() -> None:
+    """A mutant is graded under its name: a second one of the same name would silently replace the first."""
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), sorted({n for n in names if names.count(n) > 1})
 
 
 # ------------------------------------------------------------------------------------------ (b) and (c)
@@ -140,6 +150,24 @@ def solution_source(path: Path) -> str:
                        enumerate(statements) if i in keep)
 
 
+STUBS = {"None": "return None", "False": "return False", "True": "return True", "[]": "return []",
+         "{}": "return {}", "0": "return 0", "''": "return ''", "ValueError": "raise ValueError('no')"}
+
+
+def stub_source(assignment: str, body: str) -> str:
+    """Every public function of the solution (and every method of its classes) doing just `body`."""
+    path = SOLUTIONS / f"{assignment}.ipynb"
+    lines = []
+    for node in ast.parse(solution_source(path)).body if path.exists() else []:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            lines += [f"def {node.name}(*args, **kwargs):", f"    {body}", ""]
+        elif isinstance(node, ast.ClassDef):
+            lines += [f"class {node.name}:", "    def __init__(self, *args, **kwargs):", "        pass", "",
+                      "    def __getattr__(self, name):", "        def method(*args, **kwargs):", f"            {body}",
+                      "        return method", ""]
+    return "\n".join(lines)
+
+
 def all_jobs() -> dict[str, dict]:
     found = {}
     for assignment in ASSIGNMENTS:
@@ -149,6 +177,9 @@ def all_jobs() -> dict[str, dict]:
         found[f"template {assignment}"] = {"assignment": assignment, "source": COMMON + TEMPLATES[assignment]}
     for mutant in MUTANTS:
         found[f"mutant {mutant.name}"] = {"assignment": mutant.assignment, "source": mutant.source()}
+    for assignment in ASSIGNMENTS:
+        for stub, body in STUBS.items():
+            found[f"stub {assignment} {stub}"] = {"assignment": assignment, "source": stub_source(assignment, body)}
     return {label: {"label": label, **job} for label, job in found.items()}
 
 
@@ -170,6 +201,8 @@ def label_of(item: pytest.Item) -> str | None:
         return None
     if "mutant" in callspec.params:
         return f"mutant {callspec.params['mutant'].name}"
+    if "stub" in callspec.params:
+        return f"stub {callspec.params['assignment']} {callspec.params['stub']}"
     kind = "reference" if "reference" in item.name else "template"
     return f"{kind} {callspec.params['assignment']}"
 
@@ -227,3 +260,13 @@ def test_mutant_is_caught_and_named(graded: dict[str, dict], mutant: Mutant) -> 
         assert mutant.check in POINTS[mutant.assignment], f"{mutant.name}: no grader test {mutant.check!r}"
         assert list(failed) == [mutant.check], (
             f"{mutant.name} must cost exactly {mutant.check}, but fails {sorted(failed)}:\n{explain(failed)}")
+
+
+@pytest.mark.parametrize("stub", STUBS)
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_a_stub_that_always_gives_one_answer_scores_nothing(graded: dict[str, dict], assignment: str,
+                                                             stub: str) -> None:
+    result = graded[f"stub {assignment} {stub}"]
+    assert result["tests"], result
+    passed = [t["name"] for t in result["tests"] if t["passed"]]
+    assert not passed, f"functions that only {STUBS[stub]} pass {passed}"

@@ -21,7 +21,7 @@ from redis_workbook.grading import backends, points
 
 sys.path.insert(0, str(REPO / "grader"))
 import reference  # noqa: E402
-from ta import ShippedModel  # noqa: E402
+from feedback import ShippedModel  # noqa: E402
 
 ASSIGNMENT = "09_vector_sets"
 POINTS = points.read(REPO / "grader" / "points.toml")[ASSIGNMENT]

@@ -13,7 +13,7 @@ import sys
 COMMANDS = {
     "course": ("redis_workbook.coursefolder", "write a fresh course folder: notebooks, solutions, grader"),
     "lab": ("redis_workbook.lab", "start Redis and open JupyterLab on notebooks/"),
-    "server": ("redis_workbook.lab_server", "run the embedded Redis in the foreground"),
+    "server": ("redis_workbook.server", "run the embedded Redis in the foreground"),
     "release": ("redis_workbook.release", "generate notebooks/ from solutions/ with nbgrader"),
     "check": ("redis_workbook.grading.check", "self-check one notebook: pass or fail per test"),
     "grade": ("redis_workbook.grading.grade", "grade a folder of submissions into a gradebook"),

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 PACKAGED = Path(__file__).resolve().parent / "course"  # in an installed wheel
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when installed editable from it (<repo>/src/...)
 PARTS = ("grader", "notebooks", "solutions")
 NOTEBOOKS = "[0-9][0-9]_*.ipynb"
 
@@ -37,7 +38,7 @@ def _grader_file(relative: Path) -> bool:
 
 def source() -> Path:
     """The folder holding grader/, notebooks/ and solutions/: the installed package's copy, else the repository."""
-    for root in (PACKAGED, Path(__file__).resolve().parents[2]):  # wheel; editable install (<repo>/src/...)
+    for root in (PACKAGED, CHECKOUT):
         if (root / "grader" / "points.toml").is_file():
             return root
     raise FileNotFoundError(f"This redis-workbook has no course: neither {PACKAGED} (an installed wheel) nor a "

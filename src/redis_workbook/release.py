@@ -30,12 +30,9 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from redis_workbook.coursefolder import PACKAGED
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10; pytest depends on tomli there
-    import tomli as tomllib  # type: ignore[no-redef]
+from redis_workbook.coursefolder import CHECKOUT, PACKAGED
+from redis_workbook.grading.points import GraderNotFound
+from redis_workbook.grading.points import read as read_points_toml
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 GENERATED = "redis_workbook_generated"  # cell metadata key marking the cells release writes
@@ -72,7 +69,7 @@ def find_root(start: Path | None = None, packaged: bool = False) -> Path:
     grader/; with `packaged`, else the installed package's own course (read-only: for --check)."""
     candidates = [start] if start else []
     here = Path.cwd().resolve()
-    candidates += [here, *here.parents, *Path(__file__).resolve().parents]
+    candidates += [here, *here.parents, CHECKOUT]
     candidates += [PACKAGED] if packaged else []
     for folder in candidates:
         if (folder / "solutions").is_dir() and (folder / "grader").is_dir():
@@ -82,13 +79,17 @@ def find_root(start: Path | None = None, packaged: bool = False) -> Path:
                      "or pass --root.")
 
 
-def read_points(path: Path) -> dict[str, dict[str, int]]:
-    """points.toml as {assignment: {test name: points}} (empty when the file does not exist yet)."""
+def read_points(path: Path) -> dict[str, dict[str, int | float]]:
+    """points.toml read by the grader's reader, with whole points as ints (nbgrader's metadata writes them so);
+    empty when the file does not exist yet."""
     if not path.exists():
         return {}
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
-    return {name: dict(table) for name, table in data.items() if isinstance(table, dict)}
+    try:
+        tables = read_points_toml(path)
+    except GraderNotFound as exc:
+        raise SystemExit(f"redis-workbook release: {exc}") from exc
+    return {assignment: {test: int(value) if value.is_integer() else value for test, value in table.items()}
+            for assignment, table in tables.items()}
 
 
 # ---------------------------------------------------------------- the generated tail
@@ -218,11 +219,11 @@ def _write_if_changed(path: Path, text: str) -> bool:
 # ---------------------------------------------------------------- the command
 def build(layout: Layout, course: Path, use_db: bool) -> tuple[dict[str, str], dict[str, str]]:
     """Regenerate everything: ({assignment: solution text}, {assignment: learner text})."""
-    points = read_points(layout.points)
+    per_test = read_points(layout.points)
     solutions = {}
     for path in sorted(layout.solutions.glob(NOTEBOOK_PATTERN)):
         nb = nbformat.read(path, as_version=4)
-        solutions[path.stem] = dumps(normalise(with_tail(nb, path.stem, points.get(path.stem, {}))))
+        solutions[path.stem] = dumps(normalise(with_tail(nb, path.stem, per_test.get(path.stem, {}))))
     if not solutions:
         raise SystemExit(f"No solution notebooks ({NOTEBOOK_PATTERN}) in {layout.solutions}.")
     sync_sources(course, solutions)

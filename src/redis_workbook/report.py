@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -15,37 +16,64 @@ def as_text(value: object) -> str:
 def ft_info(r: redis.Redis, name: str) -> dict[str, object]:
     """FT.INFO as a dict with str keys, for RESP2 and RESP3 clients alike."""
     raw = r.execute_command("FT.INFO", name)
-    return _as_dict(raw)
+    return as_dict(raw)
 
 
-def _as_dict(raw: object) -> dict[str, object]:
+def unknown_index(exc: BaseException) -> bool:
+    """Whether Redis refused a command because the index does not exist (the wording differs across versions)."""
+    text = str(exc).lower()
+    return "unknown index" in text or "no such index" in text
+
+
+def wait_indexed(r: redis.Redis, name: str, count: int = 0, timeout: float = 30.0) -> int:
+    """Wait until the index has scanned every key under its prefixes (FT.CREATE over existing keys indexes them
+    in the background) and holds at least `count` documents; returns how many it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = ft_info(r, name)
+        docs, indexing = int(float(as_text(info["num_docs"]))), int(float(as_text(info.get("indexing", 0))))
+        if indexing == 0 and float(as_text(info.get("percent_indexed", 1))) >= 1 and docs >= count:
+            return docs
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} still indexing after {timeout:.0f} s ({docs} of {count or '?'} documents).")
+        time.sleep(0.01)
+
+
+def as_dict(raw: object) -> dict[str, object]:
     if isinstance(raw, dict):
         return {as_text(k): v for k, v in raw.items()}
     items = list(raw)  # type: ignore[arg-type]
     return {as_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
 
 
-def _attributes(attribute: object) -> dict[str, object]:
-    """One FT.INFO attribute as a lower-case-keyed dict (RESP3 dict or RESP2 flat list)."""
-    if isinstance(attribute, dict):
-        return {as_text(k).lower(): v for k, v in attribute.items()}
-    tokens = list(attribute)  # type: ignore[arg-type]
-    return {as_text(tokens[i]).lower(): tokens[i + 1] for i in range(len(tokens) - 1)
-            if isinstance(tokens[i], (bytes, str))}
+FLAGS = ("SORTABLE", "UNF", "NOSTEM", "NOINDEX", "CASESENSITIVE", "WITHSUFFIXTRIE", "INDEXEMPTY", "INDEXMISSING")
+
+
+def field_attributes(info: dict[str, object]) -> list[dict[str, object]]:
+    """FT.INFO's attributes, one lower-case-keyed dict per field, from a RESP3 map or a RESP2 flat list (where
+    flags such as SORTABLE stand alone); `flags` lists the field's flags as str either way."""
+    fields = []
+    for attribute in info.get("attributes", []):  # type: ignore[union-attr]
+        if isinstance(attribute, dict):
+            attrs = {as_text(k).lower(): v for k, v in attribute.items()}
+            attrs["flags"] = [as_text(flag) for flag in attrs.get("flags", [])]  # type: ignore[union-attr]
+        else:
+            tokens = list(attribute)  # type: ignore[call-overload]
+            attrs = {as_text(tokens[i]).lower(): tokens[i + 1] for i in range(len(tokens) - 1)
+                     if isinstance(tokens[i], (bytes, str))}
+            attrs["flags"] = [as_text(t) for t in tokens if isinstance(t, (bytes, str)) and as_text(t) in FLAGS]
+        fields.append(attrs)
+    return fields
 
 
 def vector_dims(info: dict[str, object]) -> dict[str, int]:
     """Vector field name -> DIM, read from FT.INFO's attributes."""
-    dims = {}
-    for attribute in info.get("attributes", []):  # type: ignore[union-attr]
-        attrs = _attributes(attribute)
-        if as_text(attrs.get("type", "")).upper() == "VECTOR" and "dim" in attrs:
-            dims[as_text(attrs["attribute"])] = int(as_text(attrs["dim"]))
-    return dims
+    return {as_text(attrs["attribute"]): int(as_text(attrs["dim"])) for attrs in field_attributes(info)
+            if as_text(attrs.get("type", "")).upper() == "VECTOR" and "dim" in attrs}
 
 
 def last_indexing_error(info: dict[str, object]) -> str:
-    errors = _as_dict(info.get("Index Errors", []))
+    errors = as_dict(info.get("Index Errors", []))
     message = as_text(errors.get("last indexing error", "N/A"))
     key = as_text(errors.get("last indexing error key", "?"))
     return "" if message == "N/A" else f"Redis says: {message!r} (key {key})."
@@ -97,7 +125,7 @@ def index_report(r: redis.Redis, name: str, prefix: str | None = None) -> IndexR
 
 
 def _prefixes(info: dict[str, object]) -> list[str]:
-    definition = _as_dict(info.get("index_definition", []))
+    definition = as_dict(info.get("index_definition", []))
     return [as_text(p) for p in definition.get("prefixes", [])]
 
 

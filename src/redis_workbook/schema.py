@@ -12,12 +12,9 @@ from dataclasses import dataclass
 
 import redis
 from redis.commands.search.field import Field, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
 
-# redis-py 6 renamed the module (indexDefinition -> index_definition); notebook 01 explains.
-try:
-    from redis.commands.search.index_definition import IndexDefinition, IndexType
-except ImportError:  # redis-py < 6
-    from redis.commands.search.indexDefinition import IndexDefinition, IndexType  # type: ignore
+from redis_workbook.report import unknown_index
 
 ALGORITHMS = ("HNSW", "FLAT")
 HNSW_M = 16
@@ -26,6 +23,11 @@ DISTANCE_METRIC = "COSINE"
 # TAG fields split values on "," by default, so "Clothing, Shoes & Jewelry" would be indexed as two tags
 # and no exact category filter could match it. Categories never contain "|".
 CATEGORY_SEPARATOR = "|"
+# The query engine's default stop words (an index created without STOPWORDS never indexes them). A full-text
+# query gains nothing from them, and search 2.10 mishandles them inside an OR list: `what | is | ttl` searches
+# only `what`, and two in front (`is | it | ttl`) crash the module (measured on the embedded server, 2.10.5).
+STOPWORDS = frozenset("a is the an and are as at be but by for if in into it no not of on or such that their "
+                      "then there these they this to was will with".split())
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def index_exists(r: redis.Redis, name: str) -> bool:
         r.ft(name).info()
         return True
     except redis.ResponseError as exc:
-        if "unknown index" in str(exc).lower() or "no such index" in str(exc).lower():
+        if unknown_index(exc):
             return False
         raise
 

@@ -6,10 +6,13 @@ hybrid queries with no Docker and no network. The server is private to the
 process that starts it: loopback only, a random password, its files in a temp
 folder, and it stops when that process exits (atexit, plus a parent-death
 signal on Linux in case the process is killed).
+
+`redis-workbook server` (add_arguments/run below) runs one in the foreground, for a terminal of its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import ctypes
 import os
@@ -204,13 +207,7 @@ class EmbeddedRedis:
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_processes([process])
             if process.stderr is not None:
                 process.stderr.close()
         if self.workdir is not None:
@@ -225,3 +222,49 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_processes(processes: list[subprocess.Popen], grace: float = 5.0, group: bool = False) -> None:
+    """SIGTERM each process (with `group`, its whole process group), SIGKILL what is left after `grace` seconds.
+    All get each signal together, so stopping N takes `grace`, not N times it."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        signalled = []
+        for process in processes:
+            if process.poll() is not None and not group:
+                continue
+            try:
+                os.killpg(process.pid, sig) if group else process.send_signal(sig)
+                signalled.append(process)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + wait
+        processes = []
+        for process in signalled:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                processes.append(process)
+        if not processes:
+            return
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--password", default=None, help="password (default: a random one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`redis-workbook server`: the embedded Redis in the foreground until Ctrl-C or SIGTERM."""
+    stop = {signal.SIGINT, signal.SIGTERM}
+    with EmbeddedRedis(port=args.port, password=args.password) as server:
+        # Blocked from here (not before the server starts: children inherit the mask), so a Ctrl-C that comes
+        # right after the URL is printed waits for sigwait instead of interrupting the prints.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+        print(f"Redis 8 with the query engine is running (started in {server.start_seconds:.3f} s).")
+        print("In another terminal, point the workbook at it with:\n")
+        print(f"  export REDIS_URL='{server.url}'\n")
+        print("Press Ctrl-C to stop it.", flush=True)
+        signal.sigwait(stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
+    print("Redis stopped.")
+    return 0

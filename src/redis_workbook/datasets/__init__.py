@@ -1,6 +1,6 @@
 """The shipped datasets, and their embeddings computed once per model.
 
-Products, blog posts and labelled query pairs are JSON files inside the package
+Products, blog posts, labelled questions over the posts and labelled query pairs are JSON files inside the package
 (written for this project; nothing is downloaded). Their embeddings for the
 local model ship too, so notebooks start in a second; any other embedder's
 vectors are computed once and cached under ~/.cache/redis-workbook.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -41,6 +40,14 @@ def products() -> list[dict]:
 def posts() -> list[dict]:
     """At least 50 blog posts: url, title, body."""
     return [dict(p) for p in _read("posts")]
+
+
+def post_questions() -> list[dict]:
+    """Questions a reader might ask, each with the urls of the posts that answer it: question, urls.
+
+    Notebook 07 measures retrieval on them (hit@k, MRR); they are embedded when used, not shipped as vectors.
+    """
+    return [{"question": q["question"], "urls": list(q["urls"])} for q in _read("post_questions")]
 
 
 def query_pairs() -> list[dict]:
@@ -110,7 +117,7 @@ def load_catalog(r: redis.Redis, embedder: Embedder, timeout: float = 60.0) -> i
     notebooks do not depend on your notebook-02 code.
     """
     from redis_workbook.loading import write_hashes
-    from redis_workbook.report import as_text, ft_info, vector_dims
+    from redis_workbook.report import ft_info, vector_dims, wait_indexed
     from redis_workbook.schema import CATEGORY_SEPARATOR, IndexSpec, create_index, index_exists, vector_field
 
     catalog, vectors = products(), np.asarray(embeddings("products", embedder), dtype=np.float32)
@@ -125,15 +132,7 @@ def load_catalog(r: redis.Redis, embedder: Embedder, timeout: float = 60.0) -> i
                   NumericField("price", sortable=True), vector_field(dim, "HNSW"))
         create_index(r, IndexSpec(CATALOG_INDEX, CATALOG_PREFIX, fields))
     write_hashes(r, [f"{CATALOG_PREFIX}{p['id']}" for p in catalog], catalog, vectors, progress=False)
-    deadline = time.monotonic() + timeout
-    while True:  # FT.CREATE over keys that already existed indexes them on a background thread
-        info = {key: float(as_text(info_value)) for key, info_value in ft_info(r, CATALOG_INDEX).items()
-                if key in ("indexing", "num_docs")}
-        if info.get("indexing", 0) == 0 and info.get("num_docs", 0) >= len(catalog):
-            return int(info["num_docs"])
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{CATALOG_INDEX} still indexing after {timeout:.0f} s.")
-        time.sleep(0.02)
+    return wait_indexed(r, CATALOG_INDEX, len(catalog), timeout)
 
 
 def rebuild_shipped() -> list[Path]:

@@ -108,7 +108,7 @@ def start(kind: str, url: str | None = None, *, maxmemory_mb: int | None = None,
         under_test.pid = server.process.pid if server.process else None
         return under_test
     try:
-        from redis_workbook.containers import RedisContainerProvider
+        from redis_workbook.grading.containers import RedisContainerProvider
     except ModuleNotFoundError as exc:
         raise RuntimeError(f"--backend testcontainers needs the `containers` extra ({exc.name} is not installed): "
                            "pip install 'redis-workbook[containers]', or grade with the embedded backend.") from None

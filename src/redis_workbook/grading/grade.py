@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,7 +59,7 @@ from redis_workbook.grading.results import (
     write_json_atomic,
     write_text_atomic,
 )
-from redis_workbook.server import reap_when_gone
+from redis_workbook.server import reap_when_gone, stop_processes
 
 PRIVATE_PREFIX = "redis-workbook-grade-"
 LOG_TAIL = 3000
@@ -126,13 +125,13 @@ class UsageProblem(Exception):
 def run(args: argparse.Namespace) -> int:
     try:
         grader = points.grader_dir()
+        known = points.assignments(grader)
         submitted, out, extra = _check_args(args)
         args.sandbox = _sandbox_mode(args)
         shards.check_out(out, args.shard)
     except (UsageProblem, points.GraderNotFound, shards.ShardProblem) as exc:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
-    known = points.assignments(grader)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends grade like Ctrl-C, at any point
     suite = None
     try:
@@ -334,33 +333,7 @@ class Running:
         with self.lock:
             self.stopping.set()
             processes = list(self.processes)
-        stop_groups(processes)
-
-
-def stop_group(process: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group (pytest then stops its worker and Redis), SIGKILL it after `grace` seconds."""
-    stop_groups([process], grace)
-
-
-def stop_groups(processes: list[subprocess.Popen], grace: float = 5.0) -> None:
-    """stop_group for many at once: every group gets SIGTERM together, so stopping N takes `grace`, not N times it."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        signalled = []
-        for process in processes:
-            try:
-                os.killpg(process.pid, sig)
-                signalled.append(process)
-            except (ProcessLookupError, PermissionError):
-                continue
-        deadline = time.monotonic() + wait
-        processes = []
-        for process in signalled:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                processes.append(process)
-        if not processes:
-            return
+        stop_processes(processes, group=True)
 
 
 class ClassRun:
@@ -387,7 +360,7 @@ class ClassRun:
                 bar.update(1)
         except KeyboardInterrupt:
             # SIGTERM/Ctrl-C (run() turns SIGTERM into this): stop every grading process group at once, within
-            # stop_group's grace; a second signal meanwhile is ignored, so the cleanup finishes and the run resumes.
+            # stop_processes's grace; a second signal meanwhile is ignored, so the cleanup finishes and the run resumes.
             previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
             try:
                 self.running.stop_all()
@@ -462,7 +435,7 @@ class ClassRun:
                 try:
                     process.wait(timeout=args.submission_timeout + GRACE_S)
                 except subprocess.TimeoutExpired:
-                    stop_group(process)
+                    stop_processes([process], group=True)
                     return None, f"grading took longer than {args.submission_timeout + GRACE_S:g} s"
                 finally:
                     self.running.done(process)

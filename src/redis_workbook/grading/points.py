@@ -16,7 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from redis_workbook.coursefolder import PACKAGED
+from redis_workbook.coursefolder import CHECKOUT, PACKAGED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,22 +28,20 @@ GRADER_ENV = "REDIS_WORKBOOK_GRADER"
 
 
 class GraderNotFound(LookupError):
-    """No grader folder (with points.toml) could be found."""
+    """No usable grader: no grader folder (with points.toml) was found, or its points.toml cannot be read."""
 
 
 def grader_dir() -> Path:
-    """REDIS_WORKBOOK_GRADER; else <repo>/grader next to this source tree (an editable install); else grader/ in
-    the cwd or above (a course folder from `redis-workbook course`); else the installed package's own course."""
+    """REDIS_WORKBOOK_GRADER; else grader/ in the cwd or above (the repository, a course folder from
+    `redis-workbook course`); else the repository an editable install was made from; else the installed package's
+    own course."""
     if env := os.environ.get(GRADER_ENV):
         path = Path(env).resolve()
         if not (path / POINTS_FILE).is_file():
             raise GraderNotFound(f"{GRADER_ENV}={env} has no {POINTS_FILE}.")
         return path
-    here = Path(__file__).resolve()
-    candidates = [here.parents[3] / "grader"]  # editable install: <repo>/src/redis_workbook/grading/points.py
     cwd = Path.cwd().resolve()
-    candidates += [folder / "grader" for folder in (cwd, *cwd.parents)]
-    candidates.append(PACKAGED / "grader")
+    candidates = [folder / "grader" for folder in (cwd, *cwd.parents)] + [CHECKOUT / "grader", PACKAGED / "grader"]
     for candidate in candidates:
         if (candidate / POINTS_FILE).is_file():
             return candidate
@@ -57,14 +55,19 @@ def grader_dir() -> Path:
 @cache
 def _read(path: Path, mtime: float) -> dict[str, dict[str, float]]:
     with open(path, "rb") as handle:
-        data = tomllib.load(handle)
+        try:
+            data = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as exc:
+            raise GraderNotFound(f"{path} is not valid TOML ({exc}): fix it; each assignment is a table "
+                                 '["NN_name"] of lines test_name = points.') from exc
     tables: dict[str, dict[str, float]] = {}
     for assignment, table in data.items():
         if not isinstance(table, dict):
-            raise ValueError(f"{path}: [{assignment}] must be a table of test_name = points.")
+            raise GraderNotFound(f"{path}: [{assignment}] must be a table of test_name = points.")
         for test, value in table.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{path}: [{assignment}] {test} must be a number of points >= 0, got {value!r}.")
+                raise GraderNotFound(f"{path}: [{assignment}] {test} must be a number of points >= 0, "
+                                     f"got {value!r}.")
         tables[assignment] = {test: float(value) for test, value in table.items()}
     return tables
 

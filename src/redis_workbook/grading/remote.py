@@ -520,6 +520,9 @@ class Notebook:
             return {wire.TAG: "recorder", "id": value.id, "returns": wire.encode(value.returns)}
         if isinstance(value, redis.Redis):
             return self._redis_marker(value)
+        index = _search_index_marker(value)
+        if index is not None:  # its client is the worker's own, built from the Redis marker
+            return {**index, "redis": self._redis_marker(value.client)}
         marker = _embedder_marker(value) or _openai_marker(value)
         if marker is None:
             raise TypeError(f"the grader cannot pass a {type(value).__name__} to the notebook process")
@@ -570,6 +573,14 @@ def _embedder_marker(value: Any) -> dict | None:
                 "base_url": str(getattr(client, "base_url", "") or "") or None,
                 "api_key": getattr(client, "api_key", None)}
     return None
+
+
+def _search_index_marker(value: Any) -> dict | None:
+    """A RedisVL SearchIndex travels as its schema; the worker rebuilds it on its own client (a Unix socket)."""
+    module = sys.modules.get("redisvl.index")
+    if module is None or not isinstance(value, module.SearchIndex):
+        return None
+    return {wire.TAG: "searchindex", "schema": value.schema.to_dict()}
 
 
 def _openai_marker(value: Any) -> dict | None:

@@ -206,7 +206,7 @@ class Server:
                 self.recorders[rid] = WorkerRecorder(self.decode(data.get("returns")))
                 self.synced[rid] = 0
             return self.recorders[rid]
-        if tag in ("redis", "embedder", "openai"):
+        if tag in ("redis", "embedder", "openai", "searchindex"):
             key = repr(sorted(data.items()))
             if key not in self.cache:
                 self.cache[key] = getattr(self, f"build_{tag}")(data)
@@ -223,6 +223,12 @@ class Server:
             return redis.Redis.from_url(self.redis_url, **options)
         fields = ("host", "port", "db", "username", "password", "unix_socket_path")
         return redis.Redis(**{k: data[k] for k in fields if data.get(k) is not None}, **options)
+
+    def build_searchindex(self, data: dict) -> Any:
+        """A RedisVL SearchIndex of the grader's schema, on a client of its Redis (RedisVL takes the client)."""
+        from redisvl.index import SearchIndex
+
+        return SearchIndex.from_dict(data["schema"], redis_client=self.resolve(data["redis"]))
 
     def build_embedder(self, data: dict) -> Any:
         from redis_workbook import embeddings

@@ -2,8 +2,8 @@
 
 The grader uses this where a Docker engine answers; learners with Docker can
 too. The image is a setting: the `image` argument, else env REDIS_WORKBOOK_IMAGE,
-else the official `redis:8.2` (Redis 8 bundles the query engine). The seeds'
-`redis/redis-stack-server:7.4.0-v1` is the documented alternative.
+else the official `redis:8.2` (Redis 8 bundles the query engine). Redis Stack,
+`redis/redis-stack-server:7.4.0-v1`, is the documented alternative.
 
 Why it does not use testcontainers' RedisContainer as is:
 

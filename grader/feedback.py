@@ -1,4 +1,5 @@
-"""The grader's teaching assistant: expected answers computed independently, and readable failures.
+"""Feedback for the checks, as a teaching assistant would give it: expected answers computed independently, and
+readable failures.
 
 Every grader test calls learner code through `call(...)`, so a crash becomes a
 message with a hint instead of a traceback into the grader, and every check that
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from redis_workbook.embeddings import LOCAL_MODEL_NAME
-from redis_workbook.report import ft_info, index_report
+from redis_workbook.report import index_report, unknown_index
 
 TOLERANCE = 1e-4  # float32 distances from Redis vs float64 numpy: agree to ~1e-6; ties closer than this are equal
 
@@ -64,7 +64,7 @@ def explain_exception(exc: BaseException) -> str:
     rules: list[tuple[bool, str]] = [
         (isinstance(exc, NotImplementedError) or "notimplementederror" in lower, NOT_WRITTEN_HINT),
         ("codec can't decode" in lower or "unicodedecodeerror" in lower, DECODE_HINT),
-        ("unknown index name" in lower or "no such index" in lower,
+        (unknown_index(exc),
          "The index does not exist. Create it first (notebook 02) and check the index name you query."),
         ("index already exists" in lower,
          "That index exists already: create it only if it is missing (FT.INFO raises for an unknown index)."),
@@ -129,6 +129,15 @@ def expect_error(what: str, fn: Callable[..., Any], *args: Any,
     return error
 
 
+def works_first(what: str, got: object, ok: bool, expected: object) -> None:
+    """A check of how a function says no (an error, None, False, []) counts only for a function that also does its
+    job on good input: a stub that always says no must not score there. `got` is what `what` returned."""
+    if not ok:
+        fail(f"This check grades how the function refuses or answers \"nothing\"; it counts once the function also "
+             f"works on good input, and `{what}` did not.", expected=expected, got=show(got),
+             hint="Write the function's main job first (the other checks say what is missing); then this one counts.")
+
+
 # ------------------------------------------------------------------------------------------ Redis state
 def snapshot(r: redis.Redis) -> dict[bytes, object]:
     """Every key with its type and content, to prove that nothing was written."""
@@ -191,17 +200,6 @@ def recorded_commands(r: redis.Redis) -> Iterator[list[list[bytes]] | None]:
         for entry in reversed(entries):
             command = entry["command"]
             commands.append(command.split(b" ") if isinstance(command, bytes) else list(command))
-
-
-def wait_indexed(r: redis.Redis, name: str, timeout: float = 30.0) -> None:
-    """An index created over existing keys fills in the background: wait until it has scanned them all."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = {k: v.decode() if isinstance(v, bytes) else v for k, v in ft_info(r, name).items()}
-        if int(float(info.get("indexing", 0))) == 0 and float(info.get("percent_indexed", 1)) >= 1:
-            return
-        time.sleep(0.01)
-    raise TimeoutError(f"index {name} still indexing after {timeout} s")
 
 
 def searches(commands: list[list[bytes]] | None) -> list[list[bytes]]:
