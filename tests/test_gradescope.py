@@ -348,7 +348,7 @@ try:
 except RuntimeError as exc:
     print("REFUSED", exc)
     sys.exit(0)
-seen = {"uid": os.getuid(), "cleanup": report.cleanup}
+seen = {"uid": os.getuid(), "cleanup": report.cleanup, "oom": open("/proc/self/oom_score_adj").read().strip()}
 try:
     socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     seen["inet"] = "made"
@@ -389,3 +389,4 @@ def test_the_uid_mode_refuses_readable_secrets_and_allows_unix_sockets_only(open
     shutil.rmtree(seen["cleanup"], ignore_errors=True)
     assert seen["uid"] >= gradescope.sandbox.UID_BASE
     assert seen["inet"] == "PermissionError" and seen["unix"] == "made", "no network: Unix sockets only"
+    assert seen["oom"] == "1000", "without a cgroup box, learner code is the first to go when memory runs out"

@@ -19,7 +19,8 @@ Three modes, chosen by the grader (`mode()` says which this machine allows):
   others may read: the grader's files must be readable by their owner only, which
   it checks before any learner code runs (`_check_hidden`: it refuses to start
   otherwise). Its processes are ended by uid (`kill_user`), even those that left
-  the worker's process group.
+  the worker's process group. With no cgroup box (a default container has none), its
+  oom_score_adj is 1000: when the container runs out of memory, learner code goes first.
 - "none" (`--unsafe-no-sandbox`, or the learner's own `check`): limits and a
   fresh working folder only; `warnings` say what is not contained.
 
@@ -187,6 +188,10 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
     elif report.mode == "uid":
         report.isolation.append("no namespaces (this machine forbids them): a uid of its own, the grader's files "
                                 "unreadable to it (checked), Unix sockets only (no network)")
+        try:  # no cgroup box in a default container: when memory runs out, the kernel ends learner code first
+            Path("/proc/self/oom_score_adj").write_text("1000")
+        except OSError as exc:
+            report.warnings.append(f"could not make learner code the first to go when memory runs out ({exc})")
         report.warnings.append("sandbox without namespaces (uid mode): learner code can read the machine's files "
                                "that every user may read and write to its shared /tmp, and has no cgroup box "
                                "unless one could be made")
