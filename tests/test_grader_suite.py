@@ -41,7 +41,7 @@ POINTS = tomllib.loads((GRADER / "points.toml").read_text())
 ASSIGNMENTS = sorted(POINTS)
 
 # Runs in a subprocess: each job's source becomes a namespace, graded in local mode (the self-check's way)
-# on one embedded Redis (every test starts with FLUSHALL); results as JSON: label -> run_tests' dict.
+# on one embedded Redis (every test starts with FLUSHALL); results as JSON: label -> run_tests' Results.to_json().
 WORKER = r"""
 import json, sys
 from redis_workbook.grading import points
@@ -60,7 +60,7 @@ with EmbeddedRedis() as server:
         except Exception as exc:
             results[job["label"]] = {"tests": [], "infrastructure_error": f"{type(exc).__name__}: {exc}"}
             continue
-        results[job["label"]] = run_tests(grader, job["assignment"], [], [LocalRun(namespace, server.url)])
+        results[job["label"]] = run_tests(grader, job["assignment"], [], [LocalRun(namespace, server.url)]).to_json()
 json.dump(results, open(sys.argv[2], "w"))
 """
 

@@ -139,7 +139,7 @@ def test_points_and_messages_per_test(tmp_path: Path) -> None:
                                           "test_error = 1\ntest_starts_empty = 1\n")
     scope = namespace("def double(x):\n    return 2 * x\n\ndef explode():\n    raise KeyError('boom')\n")
     with EmbeddedRedis() as server:
-        got = check.run_tests(tmp_path, "01_setup", [], [LocalRun(scope, server.url)])
+        got = check.run_tests(tmp_path, "01_setup", [], [LocalRun(scope, server.url)]).to_json()
     tests = {t["name"]: t for t in got["tests"]}
     assert [tests[f"test_split[{x}]"]["points"] for x in (1, 2)] == [1.5, 1.5]
     assert (got["score"], got["max_score"]) == (4.0, 7.0)

@@ -10,11 +10,13 @@ stays invisible), so nothing is downloaded.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import subprocess
 import sys
 import sysconfig
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +138,17 @@ def test_grade_in_a_course_folder_scores_a_class_and_hides_the_packaged_grader(i
     learner_notebooks = len(list((ROOT / "notebooks").glob(coursefolder.NOTEBOOKS)))
     assert f"READ [] NOTEBOOKS {learner_notebooks}" in printed, printed  # the learner notebooks are there, not
     # the grader and solutions
+
+
+def test_gradescope_from_the_wheel_carries_the_installed_package(installed: Installed) -> None:
+    """No checkout around it: the autograder zip carries a wheel rebuilt from the installed files, the same files."""
+    done = installed.run("gradescope", "06_recommender", "--out", "autograder.zip")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(installed.elsewhere / "autograder.zip") as archive:
+        assert {"setup.sh", "run_autograder", "grader/test_06_recommender.py"} <= set(archive.namelist())
+        rebuilt = zipfile.ZipFile(io.BytesIO(archive.read(installed.wheel.name)))
+    with zipfile.ZipFile(installed.wheel) as original:
+        assert set(rebuilt.namelist()) == set(original.namelist())
+        for name in original.namelist():
+            if not name.endswith("/RECORD"):  # the RECORD lists the same files, hashes and sizes in another order
+                assert rebuilt.read(name) == original.read(name), name

@@ -36,10 +36,10 @@ def checkout_copy(tmp_path: Path) -> Path:
             shutil.copy2(ROOT / name, copy / name)
     (copy / "src").symlink_to(ROOT / "src")
     reuse_this_venv(copy / ".venv")
-    # `./workbook test` installs Chromium and Docker with apt when they are missing; here they count as present.
+    # `./workbook test` installs Chromium, Docker and debootstrap with apt when missing; here they count as present.
     present = tmp_path / "present"
     present.mkdir()
-    for tool in ("chromium", "dockerd"):
+    for tool in ("chromium", "dockerd", "debootstrap"):
         (present / tool).write_text("#!/bin/sh\nexit 0\n")
         (present / tool).chmod(0o755)
     return copy

@@ -17,6 +17,7 @@ COMMANDS = {
     "release": ("redis_workbook.release", "generate notebooks/ from solutions/ with nbgrader"),
     "check": ("redis_workbook.grading.check", "self-check one notebook: pass or fail per test"),
     "grade": ("redis_workbook.grading.grade", "grade a folder of submissions into a gradebook"),
+    "gradescope": ("redis_workbook.grading.gradescope", "build a Gradescope autograder zip for one assignment"),
     "merge": ("redis_workbook.grading.shards", "join the OUT folders of `grade --shard I/N` runs into one gradebook"),
     "bench": ("redis_workbook.bench", "measure load, KNN latency, recall and memory"),
 }

@@ -5,9 +5,11 @@ Modules, trusted side first:
 - `plugin`: the pytest plugin (`--submission`, `--backend`, fixtures `nb`, `r`, `redis_url`).
 - `remote`: starts and talks to the worker; `nb` proxies, remote handles, `Recorder`.
 - `backends`: the Redis under test (embedded, testcontainers or a URL) and its restricted learner user.
-- `points`, `results`: points per test (grader/points.toml); results.json, feedback and gradebook.
+- `points`, `results`: points per test (grader/points.toml); the typed results (`Results`, `Record`), and
+  from them results.json, feedback and gradebook.
 - `check`: `redis-workbook check`, and `self_check` / `require` for the notebooks themselves.
 - `grade`: `redis-workbook grade`, a whole class in parallel, resumable.
+- `gradescope`: `redis-workbook gradescope`, a Gradescope autograder zip, and its run_autograder side.
 
 Learner side: `worker` (runs the cells with IPython and answers calls) and `sandbox`
 (limits, private mounts and process ids, an unprivileged user). The two sides share

@@ -15,14 +15,13 @@ The assignment id is the notebook's stem (`06_recommender`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 from redis_workbook.grading import backends, points, submission
-from redis_workbook.grading.results import check_report
+from redis_workbook.grading.results import Results, check_report
 
 GRADING_ENV = "REDIS_WORKBOOK_GRADING"
 
@@ -56,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     extra += ["--call-timeout", str(args.call_timeout)] if args.call_timeout else []
     results = run_tests(grader, assignment, extra)
     print(check_report(results))
-    if results.get("infrastructure_error") or not results["tests"]:
-        return 1
-    return 0 if all(t["passed"] for t in results["tests"]) else 1
+    return 0 if results.all_passed else 1
 
 
 def assignment_for(path: Path, known: tuple[str, ...]) -> str:
@@ -85,8 +82,8 @@ def pytest_arguments(grader: Path, selection: str, results_json: Path) -> list[s
 
 
 def run_tests(grader: Path, assignment: str, extra: list[str], plugins: list | None = None,
-              test_name: str | None = None) -> dict:
-    """pytest.main on the assignment's grader module; the plugin's results as a dict."""
+              test_name: str | None = None) -> Results:
+    """pytest.main on the assignment's grader module; the plugin's results."""
     import pytest
 
     selection = str(points.module_path(assignment, grader)) + (f"::{test_name}" if test_name else "")
@@ -94,13 +91,13 @@ def run_tests(grader: Path, assignment: str, extra: list[str], plugins: list | N
         results_json = Path(folder) / "results.json"
         code = pytest.main(pytest_arguments(grader, selection, results_json) + extra, plugins=plugins or [])
         if not results_json.exists():
-            return {"tests": [], "score": 0, "max_score": 0, "infrastructure_error":
-                    f"the grader's tests for {assignment} could not run (pytest exit code {int(code)})"}
-        return json.loads(results_json.read_text(encoding="utf-8"))
+            return Results(score=0, max_score=0, infrastructure_error=f"the grader's tests for {assignment} could "
+                           f"not run (pytest exit code {int(code)})")
+        return Results.read(results_json)
 
 
 # ---------------------------------------------------------------------------------------------- notebooks
-def _local(assignment: str, namespace: dict, test_name: str | None = None) -> dict:
+def _local(assignment: str, namespace: dict, test_name: str | None = None) -> Results:
     from redis_workbook.grading.plugin import LocalRun
     from redis_workbook.server import EmbeddedRedis
 
@@ -127,8 +124,7 @@ def self_check(assignment: str, namespace: dict) -> bool:
         return True
     results = _local(assignment, namespace)
     print(check_report(results))
-    return bool(results["tests"]) and not results.get("infrastructure_error") and all(
-        t["passed"] for t in results["tests"])
+    return results.all_passed
 
 
 def require(assignment: str, test_name: str, namespace: dict) -> None:
@@ -136,10 +132,10 @@ def require(assignment: str, test_name: str, namespace: dict) -> None:
     if os.environ.get(GRADING_ENV) == "worker":
         return
     results = _local(assignment, namespace, test_name)
-    if results.get("infrastructure_error"):
-        raise RuntimeError(f"{test_name} could not run: {results['infrastructure_error']}")
-    failed = [t for t in results["tests"] if not t["passed"]]
+    if results.infrastructure_error:
+        raise RuntimeError(f"{test_name} could not run: {results.infrastructure_error}")
+    failed = [t for t in results.tests if not t.passed]
     if failed:
-        raise AssertionError("\n".join(f"{t['name']}: {t['message']}" for t in failed))
-    total = sum(t["points"] for t in results["tests"])
+        raise AssertionError("\n".join(f"{t.name}: {t.message}" for t in failed))
+    total = sum(t.points for t in results.tests)
     print(f"PASS {test_name} ({points.format_points(total)} points)")

@@ -35,7 +35,11 @@ class Enclosure:
         self.mode = mode or sandbox.mode()[0]
         # 0700. Unix socket paths have 108 bytes: a long TMPDIR would make every server unreachable.
         base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= MAX_BASE else "/tmp"
+        if self.mode == "uid":  # no mount namespace: the learner's uid reaches its folder through the real path
+            base = "/tmp"  # (grade's TMPDIR is private to the grader)
         self.folder = Path(tempfile.mkdtemp(prefix="rw-submission-", dir=base))
+        if self.mode == "uid":  # no mount namespace: the learner's uid must pass through to its folder and sockets
+            os.chmod(self.folder, 0o711)
         self.sockets = self.folder / "sockets"  # the only folder of the grader's that the notebook sees
         self.sockets.mkdir(mode=0o755)
         os.chmod(self.sockets, 0o755)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -39,7 +38,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis_workbook.grading import backends, intake, points, remote, sandbox, shards
@@ -47,9 +46,13 @@ from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
     NOT_GRADED,
+    Check,
+    Record,
+    Results,
     feedback,
     gradescope,
     private_dirs,
+    read_record,
     status_of,
     terminal_safe,
     write_gradebook,
@@ -103,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="grade even where no sandbox is possible: learner code then runs as you, with your "
                              "files and network (only for code you trust)")
+    parser.add_argument("--sandbox", choices=("auto", "uid"), default="auto",
+                        help="auto (default): namespaces, as root or as an ordinary user. uid: as root where "
+                             "namespaces are forbidden (a default Docker container, e.g. Gradescope's): a uid of its "
+                             "own, Unix sockets only, and the grader's files must be readable by their owner only "
+                             "(checked)")
     parser.add_argument("--hide", action="append", default=[], metavar="PATH",
                         help="another path learner code must not see (repeatable)")
     parser.add_argument("--shard", type=shards.parse, metavar="I/N",
@@ -173,6 +181,10 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
 
 def _sandbox_mode(args: argparse.Namespace) -> str:
     """The sandbox learner code will run in; refuses to grade without one unless told it is unsafe."""
+    if getattr(args, "sandbox", "auto") == "uid":
+        if os.geteuid() != 0:
+            raise UsageProblem("--sandbox uid gives learner code a uid of its own, which needs root.")
+        return "uid"
     mode, why = sandbox.mode()
     if mode == "none" and not args.unsafe_no_sandbox:
         raise UsageProblem(f"no sandbox is possible here ({why}), so learner code would run as you, with your "
@@ -217,7 +229,7 @@ class Suite:
             if path.is_file():
                 digest.update(str(path.relative_to(self.tests)).encode() + b"\0" + path.read_bytes() + b"\0")
         self.fingerprint = digest.hexdigest()[:16]
-        self.checks: dict[str, list[dict]] = {}  # assignment -> its tests' outcomes as collected (not run yet)
+        self.checks: dict[str, list[Check]] = {}  # assignment -> its tests as collected (not run yet)
 
     @staticmethod
     def _copy(source: Path, target: Path) -> Path:
@@ -260,7 +272,7 @@ class Suite:
             def pytest_collection_finish(self, session: pytest.Session) -> None:
                 found.extend(session.config.stash[KEY].warnings)
                 for outcome in session.config.stash[KEY].outcomes.values():
-                    checks.setdefault(outcome["assignment"], []).append(outcome)
+                    checks.setdefault(outcome.assignment, []).append(outcome)
 
         checks = self.checks
         code = pytest.main([*modules, "--collect-only", "-p", "no:terminal", *self.pytest_options()],
@@ -271,13 +283,11 @@ class Suite:
             found.append(f"collecting {', '.join(modules)} failed (pytest exit code {int(code)})")
         return found
 
-    def refused(self, assignment: str, problem: str) -> dict:
+    def refused(self, assignment: str, problem: str) -> Results:
         """The results of a submission intake refused: every test failed with the problem, 0 points (as pytest's)."""
-        tests = [{**outcome, "passed": False, "points": 0.0, "message": problem}
-                 for outcome in self.checks.get(assignment, [])]
-        return {"assignment": assignment, "tests": tests, "score": 0.0, "max_score": self.max_score(assignment),
-                "submission_problem": problem, "notebook": None, "backend": None, "infrastructure_error": None,
-                "warnings": [], "duration": 0}
+        tests = [replace(check, passed=False, points=0.0, message=problem) for check in self.checks.get(assignment, [])]
+        return Results(assignment=assignment, tests=tests, score=0.0, max_score=self.max_score(assignment),
+                       submission_problem=problem, duration=0)
 
     def remove(self) -> None:
         """Remove the copy now; the reaper stays until this process exits and removes whatever a grading thread
@@ -372,40 +382,35 @@ class ClassRun:
 
     def complete(self, job: Job) -> bool:
         """A results.json that says graded, for this very notebook and these very tests."""
-        try:
-            meta = json.loads((job.out / "results.json").read_text(encoding="utf-8"))["extra_data"]["redis_workbook"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        return meta.get("status") == GRADED and meta.get("notebook_sha256") == job.sha256 and \
-            meta.get("tests") == self.suite.fingerprint
+        record = read_record(job.out / "results.json")
+        return record is not None and record.graded and record.notebook_sha256 == job.sha256 and \
+            record.tests == self.suite.fingerprint
 
     def grade_one(self, job: Job) -> None:
-        sha = job.sha256
-        meta = {"student_id": job.student, "assignment": job.assignment, "notebook": job.notebook.name,
-                "notebook_sha256": sha, "tests": self.suite.fingerprint}
+        record = Record(job.student, job.assignment, job.notebook.name, job.sha256, self.suite.fingerprint)
         if job.assignment not in self.known:
-            self.write(job, None, f"{NOT_GRADED}: no grader tests for an assignment called {job.assignment!r}", meta)
+            self.write(job, None, f"{NOT_GRADED}: no grader tests for an assignment called {job.assignment!r}", record)
             return
         if job.problem is not None:  # a link, FIFO, device, missing or too large: the learner's problem, 0 points
-            self.write(job, self.suite.refused(job.assignment, job.problem), GRADED, meta)
+            self.write(job, self.suite.refused(job.assignment, job.problem), GRADED, record)
             return
         results, crash = None, None
         for _attempt in range(2):  # a second try on a fresh server when the infrastructure failed
             results, crash = self.run_pytest(job)
             if status_of(results, crash) == GRADED:
                 break
-        self.write(job, results, status_of(results, crash), meta)
+        self.write(job, results, status_of(results, crash), record)
 
-    def write(self, job: Job, results: dict | None, status: str, meta: dict) -> None:
+    def write(self, job: Job, results: Results | None, status: str, record: Record) -> None:
         if self.running.stopping.is_set():
             return  # interrupted: leave no results, so the rerun grades it
-        max_score = results["max_score"] if results else self.suite.max_score(job.assignment)
-        max_score = max_score if job.assignment in self.known else None
-        report = gradescope(results, status, meta, max_score)
-        write_text_atomic(job.out / "feedback.md", feedback(report))
+        max_score = results.max_score if results else self.suite.max_score(job.assignment)
+        record = record.settled(status, max_score if job.assignment in self.known else None, results)
+        report = gradescope(record, results)
+        write_text_atomic(job.out / "feedback.md", feedback(record, report))
         write_json_atomic(job.out / "results.json", report)  # last: its presence means complete
 
-    def run_pytest(self, job: Job) -> tuple[dict | None, str | None]:
+    def run_pytest(self, job: Job) -> tuple[Results | None, str | None]:
         """One trusted pytest process for this submission; (its results, or why there are none)."""
         args = self.args
         with tempfile.TemporaryDirectory(dir=self.suite.root) as work:
@@ -437,7 +442,7 @@ class ClassRun:
                 finally:
                     self.running.done(process)
                 if results_json.exists():
-                    return json.loads(results_json.read_text(encoding="utf-8")), None
+                    return Results.read(results_json), None
                 log.seek(0)
                 tail = log.read().decode("utf-8", errors="replace")[-LOG_TAIL:]
             return None, f"the grader crashed (exit code {process.returncode}): {tail.strip()}"
@@ -446,12 +451,9 @@ class ClassRun:
         """Counts, the submissions not graded, and the sandbox's warnings (once each) for the instructor."""
         statuses, warnings = {}, set()
         for job in jobs:
-            try:
-                meta = json.loads((job.out / "results.json").read_text(encoding="utf-8"))["extra_data"]
-                statuses[(job.student, job.assignment)] = meta["redis_workbook"]["status"]
-                warnings.update(meta["redis_workbook"].get("warnings", []))
-            except (OSError, ValueError, KeyError):
-                statuses[(job.student, job.assignment)] = f"{NOT_GRADED}: no results"
+            record = read_record(job.out / "results.json") or Record(job.student, job.assignment)
+            statuses[(job.student, job.assignment)] = record.status
+            warnings.update(record.warnings)
         failed = {k: v for k, v in statuses.items() if v != GRADED}
         print(f"graded {len(statuses) - len(failed)} of {len(statuses)} submissions; gradebook: {gradebook}",
               file=sys.stderr)

@@ -10,7 +10,7 @@ object carries the notebook's globals() and a private Redis URL; `nb` wraps the 
 
 Either way: one Redis per pytest session (`--backend embedded|testcontainers|url`),
 FLUSHALL before every test with the admin client, and `--results-json PATH`
-records nodeid, name, passed, points, max_points and a short message per test.
+records each test's outcome and points (results.Results, as JSON).
 A Redis that stops answering marks the run an infrastructure failure and stops it.
 """
 
@@ -30,7 +30,7 @@ import redis
 
 from redis_workbook.grading import backends, points, remote, sandbox, submission, timings
 from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
-from redis_workbook.grading.results import write_json_atomic
+from redis_workbook.grading.results import Check, NotebookRun, Results, write_json_atomic
 
 ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
 PARENT_ENV = "REDIS_WORKBOOK_PARENT_PID"
@@ -163,7 +163,7 @@ class Grading:
         self.submission: submission.Submission | None = None
         self.assignment: str | None = None
         self.known: tuple[str, ...] = ()
-        self.outcomes: dict[str, dict] = {}
+        self.outcomes: dict[str, Check] = {}
         self.infrastructure: str | None = None
         self.broken_by_learner: str | None = None
         self.warnings: list[str] = []
@@ -188,10 +188,8 @@ class Grading:
                 worth = 0.0
             function = getattr(item, "function", None)
             doc = (function.__doc__ or "").strip().split("\n")[0] if function is not None else ""
-            self.outcomes[item.nodeid] = {
-                "nodeid": item.nodeid, "name": item.name, "doc": doc, "assignment": assignment, "passed": False,
-                "points": 0.0, "max_points": worth / functions[(item.path, name)], "message": "not run",
-            }
+            self.outcomes[item.nodeid] = Check(item.nodeid, item.name, doc, assignment,
+                                               max_points=worth / functions[(item.path, name)])
         if len(assignments) == 1:
             self.assignment = assignments.pop()
 
@@ -199,14 +197,14 @@ class Grading:
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
             return
-        if report.when == "call" and report.passed and outcome["message"] == "not run":
-            outcome.update(passed=True, points=outcome["max_points"], message="")
+        if report.when == "call" and report.passed and outcome.message == "not run":
+            outcome.passed, outcome.points, outcome.message = True, outcome.max_points, ""
         elif report.failed or report.skipped:
             message = getattr(report, "workbook_message", "failed")
             if report.skipped:
                 message = "skipped: " + message
-            if outcome["passed"] or outcome["message"] in ("not run", ""):
-                outcome.update(passed=False, points=0.0, message=message[:MESSAGE_LIMIT])
+            if outcome.passed or outcome.message in ("not run", ""):
+                outcome.passed, outcome.points, outcome.message = False, 0.0, message[:MESSAGE_LIMIT]
 
     # ------------------------------------------------------------------ per test
     def redis_under_test(self) -> backends.RedisUnderTest:
@@ -368,7 +366,7 @@ class Grading:
         if self.config.getoption("submission"):
             self.timeline.write(cpu=cpu, assignment=self.assignment)
         if path := self.config.getoption("results_json"):
-            write_json_atomic(Path(path), self.results())
+            write_json_atomic(Path(path), self.results().to_json())
 
     def _cpu(self) -> dict[str, float | None]:
         """CPU seconds so far of this process, the notebook's worker and the two Redis servers (for timings)."""
@@ -381,26 +379,25 @@ class Grading:
                 "redis under test": timings.process_cpu(self.redis.pid if self.redis else None),
                 "notebook redis": timings.process_cpu(self.notebook_redis.pid if self.notebook_redis else None)}
 
-    def results(self) -> dict:
+    def results(self) -> Results:
         tests = list(self.outcomes.values())
         notebook = self.notebook
-        return {
-            "assignment": self.assignment,
-            "submission": self.config.getoption("submission"),
-            "tests": tests,
-            "score": sum(t["points"] for t in tests),
-            "max_score": sum(t["max_points"] for t in tests),
-            "submission_problem": self.submission.problem if self.submission else None,
-            "notebook": None if notebook is None else {
-                "problems": notebook.problems() + ([self.broken_by_learner] if self.broken_by_learner else []),
-                "output": notebook.output.text(), "restarts": notebook.restarts,
-                "sandbox": notebook.sandbox_report,
-            },
-            "backend": self.redis.kind if self.redis else None,
-            "infrastructure_error": self.infrastructure,
-            "warnings": self.warnings,
-            "duration": round(time.monotonic() - self.started, 3),
-        }
+        return Results(
+            assignment=self.assignment,
+            submission=self.config.getoption("submission"),
+            tests=tests,
+            score=sum(t.points for t in tests),
+            max_score=sum(t.max_points for t in tests),
+            submission_problem=self.submission.problem if self.submission else None,
+            notebook=None if notebook is None else NotebookRun(
+                problems=notebook.problems() + ([self.broken_by_learner] if self.broken_by_learner else []),
+                output=notebook.output.text(), restarts=notebook.restarts, sandbox=notebook.sandbox_report,
+            ),
+            backend=self.redis.kind if self.redis else None,
+            infrastructure_error=self.infrastructure,
+            warnings=self.warnings,
+            duration=round(time.monotonic() - self.started, 3),
+        )
 
 
 def _function_name(item: pytest.Item) -> str:

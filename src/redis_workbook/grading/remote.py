@@ -297,11 +297,13 @@ class WorkerProcess:
                 os.close(fd)
             except OSError:
                 pass
+        if self.report.get("mode") == "uid" and self.report.get("uid"):
+            sandbox.kill_user(self.report["uid"])  # its processes that left the process group too
         if cleanup := self.report.get("cleanup"):
             import shutil
 
             shutil.rmtree(cleanup, ignore_errors=True)
-        self.report = {**self.report, "cleanup": ""}
+        self.report = {**self.report, "cleanup": "", "uid": None}
 
 
 # The worker's start-up as it reports it (worker.main): each phase's end on the time.time() clock.

@@ -1,4 +1,11 @@
-"""What grading produces: Gradescope's results.json, a feedback page a learner reads, the gradebook.
+"""What grading produces: the typed results, Gradescope's results.json, a learner's feedback, the gradebook.
+
+Two small models, each with one reader and one writer (JSON):
+- `Results`: one pytest session's outcome per check (`--results-json`, written by the plugin,
+  read by `check` and `grade`), like otter-grader's GradingResults but smaller;
+- `Record`: what `grade` keeps of one submission, in results.json's `extra_data.redis_workbook`
+  (resume, gradebook, summary and merge all read it through `read_record`).
+Gradescope's results.json is derived from both (`gradescope`), the feedback page from that.
 
 Status of a submission: "graded" (the score is its grade, possibly 0 with the
 reason in the feedback, e.g. a notebook that is not valid JSON) or
@@ -19,7 +26,9 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from redis_workbook.grading.points import format_points
 
@@ -29,6 +38,116 @@ GRADEBOOK_COLUMNS = ("student_id", "assignment", "score", "max_score", "status")
 OUTPUT_SHOWN = 3000
 
 
+# ---------------------------------------------------------------------------------------------- the model
+@dataclass
+class Check:
+    """One grader check (a pytest test, or one case of a parametrized test) and how it went."""
+
+    nodeid: str
+    name: str
+    doc: str = ""  # the first line of the test's docstring
+    assignment: str | None = None
+    passed: bool = False
+    points: float = 0.0
+    max_points: float = 0.0
+    message: str = "not run"
+
+
+@dataclass
+class NotebookRun:
+    """What running the learner's notebook gave: its problems, what it printed, restarts, the sandbox's report."""
+
+    problems: list[str] = field(default_factory=list)
+    output: str = ""
+    restarts: int = 0
+    sandbox: dict = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    """One pytest session's grading of one notebook (the plugin's `--results-json`)."""
+
+    assignment: str | None = None
+    submission: str | None = None
+    tests: list[Check] = field(default_factory=list)
+    score: float = 0.0
+    max_score: float = 0.0
+    submission_problem: str | None = None  # why the notebook could not be graded at all (the learner's)
+    notebook: NotebookRun | None = None
+    backend: str | None = None
+    infrastructure_error: str | None = None  # why the grader could not grade (never the learner's)
+    warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def all_passed(self) -> bool:
+        return bool(self.tests) and not self.infrastructure_error and all(t.passed for t in self.tests)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        notebook = data.get("notebook")
+        return cls(**{**_known(cls, data), "tests": [Check(**_known(Check, t)) for t in data.get("tests") or []],
+                      "notebook": NotebookRun(**_known(NotebookRun, notebook)) if notebook else None})
+
+    @classmethod
+    def read(cls, path: Path) -> Results:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class Record:
+    """What `grade` keeps of one submission: results.json's `extra_data.redis_workbook` (see `read_record`)."""
+
+    student_id: str
+    assignment: str
+    notebook: str = ""  # the notebook's file name
+    notebook_sha256: str = ""  # of the bytes graded ("refused:..." when intake refused them)
+    tests: str = ""  # the fingerprint of the tests that graded it
+    status: str = f"{NOT_GRADED}: no results"
+    max_score: float | None = None
+    score: float | None = None  # this and the rest only when graded
+    backend: str | None = None
+    output: str = ""  # what the notebook printed
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def graded(self) -> bool:
+        return self.status == GRADED
+
+    def settled(self, status: str, max_score: float | None, results: Results | None) -> Record:
+        """This record with its outcome: the status, and when graded the score and what the run reported."""
+        if status != GRADED or results is None:
+            return replace(self, status=status, max_score=max_score)
+        notebook = results.notebook or NotebookRun()
+        return replace(self, status=status, max_score=max_score, score=results.score, backend=results.backend,
+                       output=notebook.output, warnings=[*results.warnings, *notebook.sandbox.get("warnings", [])])
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.graded:
+            for key in ("score", "backend", "output", "warnings"):
+                del data[key]
+        return data
+
+
+def read_record(path: Path) -> Record | None:
+    """The record in a results.json `grade` wrote; None when it is missing or unreadable (grade it again)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))["extra_data"]["redis_workbook"]
+        return Record(**_known(Record, data))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+    return {key: value for key, value in data.items() if key in names}
+
+
+# ---------------------------------------------------------------------------------------------- files
 def private_dirs(folder: Path) -> None:
     """Create `folder` and its missing parents, each 0700 (existing folders keep their mode)."""
     missing = []
@@ -93,90 +212,86 @@ def terminal_safe(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- check
-def check_report(results: dict) -> str:
+def check_report(results: Results) -> str:
     """The learner's self-check: notebook problems, then PASS/FAIL per test with points and message, a total."""
     lines = []
-    if results.get("submission_problem"):
-        lines.append(f"Your notebook cannot be checked: {results['submission_problem']}")
-    problems = (results.get("notebook") or {}).get("problems") or []
+    if results.submission_problem:
+        lines.append(f"Your notebook cannot be checked: {results.submission_problem}")
+    problems = results.notebook.problems if results.notebook else []
     if problems:
         lines.append("While running your notebook:")
         lines += [f"  - {p}" for p in problems]
-    for test in results["tests"]:
-        mark = "PASS" if test["passed"] else "FAIL"
-        lines.append(f"{mark}  {test['name']}  ({format_points(test['points'])}/{format_points(test['max_points'])})")
-        if not test["passed"] and test["message"]:
-            lines += [f"      {line}" for line in test["message"].splitlines()]
-    if results.get("infrastructure_error"):
-        lines.append(f"The check itself failed: {results['infrastructure_error']}")
-    lines.append(f"Total: {format_points(results['score'])}/{format_points(results['max_score'])} points")
+    for test in results.tests:
+        mark = "PASS" if test.passed else "FAIL"
+        lines.append(f"{mark}  {test.name}  ({format_points(test.points)}/{format_points(test.max_points)})")
+        if not test.passed and test.message:
+            lines += [f"      {line}" for line in test.message.splitlines()]
+    if results.infrastructure_error:
+        lines.append(f"The check itself failed: {results.infrastructure_error}")
+    lines.append(f"Total: {format_points(results.score)}/{format_points(results.max_score)} points")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- grade
-def status_of(results: dict | None, crash: str | None) -> str:
+def status_of(results: Results | None, crash: str | None) -> str:
     if crash:
         return f"{NOT_GRADED}: {crash}"
     if results is None:
         return f"{NOT_GRADED}: the grader produced no results"
-    if results.get("infrastructure_error"):
-        return f"{NOT_GRADED}: infrastructure failure ({results['infrastructure_error']})"
+    if results.infrastructure_error:
+        return f"{NOT_GRADED}: infrastructure failure ({results.infrastructure_error})"
     return GRADED
 
 
-def gradescope(results: dict | None, status: str, meta: dict, max_score: float | None) -> dict:
-    """Gradescope's results.json; `extra_data.redis_workbook` holds what the gradebook and resume need."""
-    extra = {"redis_workbook": {**meta, "status": status, "max_score": max_score}}
-    if status != GRADED or results is None:
-        reason = status.split(": ", 1)[-1]
+def gradescope(record: Record, results: Results | None) -> dict:
+    """Gradescope's results.json, derived from the record and the results; `extra_data.redis_workbook` is the
+    record (what the gradebook and resume need)."""
+    extra = {"redis_workbook": record.to_json()}
+    if not record.graded or results is None:
+        reason = record.status.split(": ", 1)[-1]
         message = ("Your submission was not graded. This is a problem on the grading side, not in your notebook; "
                    "your instructor will grade it again. The reason:")
         return {"score": 0, "execution_time": 0, "output": f"{message}\n\n{fenced(reason)}", "output_format": "md",
                 "visibility": "visible", "stdout_visibility": "hidden", "extra_data": extra,
-                "tests": [{"name": "grading", "score": 0, "max_score": max_score or 0, "status": "failed",
+                "tests": [{"name": "grading", "score": 0, "max_score": record.max_score or 0, "status": "failed",
                            "output": f"{message} {reason}", "output_format": "text", "visibility": "visible"}]}
-    notebook = results.get("notebook") or {}
-    warnings = [*results.get("warnings", []), *(notebook.get("sandbox") or {}).get("warnings", [])]
-    extra["redis_workbook"].update(score=results["score"], backend=results.get("backend"),
-                                   output=notebook.get("output", ""), warnings=warnings)
     tests = [{
-        "name": test["name"] + (f": {test['doc']}" if test.get("doc") else ""),
-        "score": test["points"], "max_score": test["max_points"],
-        "status": "passed" if test["passed"] else "failed",
-        "output": test["message"], "output_format": "text", "visibility": "visible",
-    } for test in results["tests"]]
-    return {"score": results["score"], "execution_time": round(results.get("duration", 0)),
-            "output": _summary(results), "output_format": "md", "visibility": "visible",
-            "stdout_visibility": "hidden", "tests": tests, "extra_data": extra}
+        "name": test.name + (f": {test.doc}" if test.doc else ""),
+        "score": test.points, "max_score": test.max_points,
+        "status": "passed" if test.passed else "failed",
+        "output": test.message, "output_format": "text", "visibility": "visible",
+    } for test in results.tests]
+    return {"score": results.score, "execution_time": round(results.duration), "output": _summary(results),
+            "output_format": "md", "visibility": "visible", "stdout_visibility": "hidden", "tests": tests,
+            "extra_data": extra}
 
 
-def _summary(results: dict) -> str:
+def _summary(results: Results) -> str:
     """Gradescope's top-level output (Markdown): the notebook's problems, each kind in a code block."""
     parts = []
-    if results.get("submission_problem"):
-        parts.append(fenced(results["submission_problem"]))
-    problems = (results.get("notebook") or {}).get("problems") or []
+    if results.submission_problem:
+        parts.append(fenced(results.submission_problem))
+    problems = results.notebook.problems if results.notebook else []
     if problems:
         parts.append("While running your notebook:\n\n" + fenced("\n".join(f"- {p}" for p in problems)))
     return "\n\n".join(parts)
 
 
-def feedback(gradescope_results: dict) -> str:
-    """A Markdown page for the learner, from the results.json we write."""
-    meta = gradescope_results["extra_data"]["redis_workbook"]
-    title = f"# {md_escaped(meta['assignment'])}: feedback for {md_escaped(meta['student_id'])}\n"
-    if meta["status"] != GRADED:
-        return title + f"\n**Not graded.** {gradescope_results['output']}\n"
-    lines = [title, f"**Score: {format_points(meta['score'])} / {format_points(meta['max_score'])}**\n"]
-    if gradescope_results["output"]:
-        lines += ["## Your notebook\n", gradescope_results["output"] + "\n"]
+def feedback(record: Record, report: dict) -> str:
+    """A Markdown page for the learner, from the record and the Gradescope results.json written with it."""
+    title = f"# {md_escaped(record.assignment)}: feedback for {md_escaped(record.student_id)}\n"
+    if not record.graded:
+        return title + f"\n**Not graded.** {report['output']}\n"
+    lines = [title, f"**Score: {format_points(record.score or 0)} / {format_points(record.max_score or 0)}**\n"]
+    if report["output"]:
+        lines += ["## Your notebook\n", report["output"] + "\n"]
     lines.append("## Checks\n")
-    for test in gradescope_results["tests"]:
+    for test in report["tests"]:
         mark = "✅" if test["status"] == "passed" else "❌"
         lines.append(f"### {mark} {test['name']} ({format_points(test['score'])}/{format_points(test['max_score'])})\n")
-        if test["output"] and test["output"] not in gradescope_results["output"]:  # not the whole-notebook problem
+        if test["output"] and test["output"] not in report["output"]:  # not the whole-notebook problem
             lines.append(fenced(test["output"]) + "\n")
-    output = meta.get("output") or ""
+    output = record.output
     if output.strip():
         shown = output if len(output) <= OUTPUT_SHOWN else output[:OUTPUT_SHOWN // 2] + "\n...\n" + output[
             -OUTPUT_SHOWN // 2:]
@@ -189,17 +304,13 @@ def gradebook_rows(out_dir: Path) -> list[dict[str, str]]:
     """One row per OUT_DIR/<student>/<assignment>/results.json, sorted by student then assignment."""
     rows = []
     for path in sorted(Path(out_dir).glob("*/*/results.json")):
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))["extra_data"]["redis_workbook"]
-        except (OSError, ValueError, KeyError, TypeError):
-            meta = {"student_id": path.parent.parent.name, "assignment": path.parent.name,
-                    "status": f"{NOT_GRADED}: unreadable results.json", "max_score": ""}
-        graded = meta.get("status") == GRADED
+        record = read_record(path) or Record(path.parent.parent.name, path.parent.name,
+                                             status=f"{NOT_GRADED}: unreadable results.json")
         rows.append({
-            "student_id": meta["student_id"], "assignment": meta["assignment"],
-            "score": format_points(meta["score"]) if graded else "",
-            "max_score": format_points(meta["max_score"]) if isinstance(meta.get("max_score"), (int, float)) else "",
-            "status": meta["status"],
+            "student_id": record.student_id, "assignment": record.assignment,
+            "score": format_points(record.score or 0) if record.graded else "",
+            "max_score": format_points(record.max_score) if isinstance(record.max_score, (int, float)) else "",
+            "status": record.status,
         })
     return sorted(rows, key=lambda row: (row["student_id"], row["assignment"]))
 

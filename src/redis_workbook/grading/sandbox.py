@@ -10,6 +10,17 @@ Three modes, chosen by the grader (`mode()` says which this machine allows):
   namespaces inside a new user namespace (Debian 12 and most distributions allow
   them), then every capability dropped. Learner code keeps the instructor's uid
   outside, but sees and can write nothing of theirs.
+- "uid" (root where namespaces are forbidden: a default Docker container, without
+  CAP_SYS_ADMIN and under Docker's seccomp profile, e.g. Gradescope's; chosen
+  with `grade --sandbox uid`, never by `mode()`): no namespaces, but the same
+  fresh uid, gid nogroup, no capabilities, no_new_privs and system-call filter as
+  "root", and sockets of the Unix family only, so it reaches the grader's servers
+  through the gateway's sockets and no network. It sees the machine's files that
+  others may read: the grader's files must be readable by their owner only, which
+  it checks before any learner code runs (`_check_hidden`: it refuses to start
+  otherwise). Its processes are ended by uid (`kill_user`), even those that left
+  the worker's process group. With no cgroup box (a default container has none), its
+  oom_score_adj is 1000: when the container runs out of memory, learner code goes first.
 - "none" (`--unsafe-no-sandbox`, or the learner's own `check`): limits and a
   fresh working folder only; `warnings` say what is not contained.
 
@@ -43,7 +54,8 @@ from redis_workbook.server import die_with_parent
 
 UID_BASE = 2_000_000_000
 NOGROUP = 65534
-MODES = ("root", "user", "none")
+MODES = ("root", "user", "uid", "none")
+NAMESPACED = ("root", "user")
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 NAMESPACES = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC
@@ -92,6 +104,7 @@ class Report:
     """What the sandbox did, for the grader's log and the learner's feedback."""
 
     mode: str = "none"
+    uid: int | None = None  # the learner's own uid ("root" and "uid" modes)
     workdir: str = ""
     cleanup: str = ""  # a folder the grader removes after the worker is gone ("" when it lives in a tmpfs)
     isolation: list[str] = field(default_factory=list)
@@ -157,8 +170,9 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
     report = Report(mode=settings.get("mode", "none"))
     if report.mode not in MODES:
         raise ValueError(f"sandbox mode must be one of {MODES}, got {report.mode!r}")
-    uid = UID_BASE + os.getpid() if report.mode == "root" else None
-    if report.mode != "none":
+    uid = UID_BASE + os.getpid() if report.mode in ("root", "uid") else None
+    report.uid = uid
+    if report.mode in NAMESPACED:
         threads = len(os.listdir("/proc/self/task"))
         if threads != 1:
             raise RuntimeError(f"the worker must be single-threaded to enter its namespaces ({threads} threads)")
@@ -171,6 +185,16 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
         _loopback_up()
         report.isolation.append("own mount, PID, network (loopback only) and IPC namespaces; a read-only "
                                 "allow-list of the filesystem; private /tmp; fresh /proc")
+    elif report.mode == "uid":
+        report.isolation.append("no namespaces (this machine forbids them): a uid of its own, the grader's files "
+                                "unreadable to it (checked), Unix sockets only (no network)")
+        try:  # no cgroup box in a default container: when memory runs out, the kernel ends learner code first
+            Path("/proc/self/oom_score_adj").write_text("1000")
+        except OSError as exc:
+            report.warnings.append(f"could not make learner code the first to go when memory runs out ({exc})")
+        report.warnings.append("sandbox without namespaces (uid mode): learner code can read the machine's files "
+                               "that every user may read and write to its shared /tmp, and has no cgroup box "
+                               "unless one could be made")
     else:
         report.warnings.append("no sandbox: learner code runs as the grader's user, can read and write whatever "
                                "that user can and reach the network")
@@ -178,9 +202,11 @@ def enter(settings: dict, notebook_name: str, notebook_text: str,
     _set_limits(limits, fresh_uid=report.mode != "none", report=report)
     if report.mode != "none":
         _drop_capabilities(uid, report)
+    if report.mode == "uid":
+        _check_hidden(settings.get("hide", []))
     if report.mode != "none":
         _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        _filter_system_calls(report)
+        _filter_system_calls(report, unix_sockets_only=report.mode == "uid")
     die_with_parent(signal.SIGKILL)
     os.chdir(report.workdir)
     return report
@@ -329,15 +355,16 @@ def _make_workdir(report: Report, uid: int | None, name: str, text: str, folder:
     Without namespaces it lies in `folder`, the submission's private folder, which the grader's
     reaper removes even if the grader is killed.
     """
-    base = "/tmp" if report.mode != "none" else tempfile.mkdtemp(prefix="worker-", dir=folder)
-    report.cleanup = "" if report.mode != "none" else base
+    namespaced = report.mode in NAMESPACED
+    base = "/tmp" if namespaced else tempfile.mkdtemp(prefix="worker-", dir=folder)
+    report.cleanup = "" if namespaced else base
     folders = {sub: os.path.join(base, sub) for sub in ("work", "home", "tmp")}
     for folder in folders.values():
         os.makedirs(folder, mode=0o700, exist_ok=True)
     notebook = Path(folders["work"]) / os.path.basename(name)
     notebook.write_text(text, encoding="utf-8")
     if uid is not None:
-        for path in [*folders.values(), str(notebook)]:
+        for path in [*folders.values(), str(notebook), *([] if namespaced else [base])]:
             os.chown(path, uid, NOGROUP)
     report.workdir = folders["work"]
     os.environ.update({
@@ -408,6 +435,32 @@ def _drop_capabilities(uid: int | None, report: Report) -> None:
                             "no_new_privs")
 
 
+def _check_hidden(paths: list[str]) -> None:
+    """Without a mount namespace nothing can be covered: as the learner's uid, every secret must be out of reach.
+
+    A folder is out of reach when this uid cannot enter it (listing alone is not enough: known names inside
+    would still open), a file when it cannot read it; a path it cannot even look at is out of reach too.
+    """
+    exposed = [path for path in paths if os.access(path, os.X_OK if os.path.isdir(path) else os.R_OK)]
+    if exposed:
+        raise RuntimeError(
+            f"learner code could read the grader's files here ({', '.join(exposed)}): without namespaces the "
+            "sandbox cannot hide them. Make them readable by their owner only (chmod -R go-rwx PATH) or grade "
+            "where namespaces work (as root outside a container, or with user namespaces allowed).")
+
+
+def kill_user(uid: int) -> None:
+    """SIGKILL every process of `uid`, a uid-mode worker's own (also those that left its process group); root only.
+
+    kill(-1) from a process of that uid reaches exactly the processes of that uid, but itself.
+    """
+    subprocess.run([sys.executable, "-S", "-c", KILL_ALL], user=uid, group=NOGROUP, extra_groups=[], cwd="/",
+                   env={}, capture_output=True, timeout=30, check=False)
+
+
+KILL_ALL = "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+
+
 def as_dict(report: Report) -> dict:
     return asdict(report)
 
@@ -429,6 +482,8 @@ NEW_MOUNT_API = range(428, 435)  # open_tree .. fspick, the same on every archit
 IO_URING = range(425, 428)
 MOUNT_SETATTR, CLONE3 = 442, 435
 CLONE = {"x86_64": 56, "aarch64": 220}
+SOCKET = {"x86_64": 41, "aarch64": 198}
+AF_UNIX = 1
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 CLONE_NEW_ANY = 0x7E020080  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 LD_W_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
@@ -437,16 +492,25 @@ EPERM, ENOSYS = 1, 38
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 
 
-def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
-    """A classic BPF program: (code, jump if true, jump if false, k), jumps already relative."""
+def _seccomp_program(machine: str, unix_sockets_only: bool = False) -> list[tuple[int, int, int, int]]:
+    """A classic BPF program: (code, jump if true, jump if false, k), jumps already relative.
+
+    `unix_sockets_only`: socket() of any family but AF_UNIX fails with EPERM (no network namespace to hold it).
+    """
     denied = [*DENIED_CALLS[machine].values(), *NEW_MOUNT_API, *IO_URING, MOUNT_SETATTR]
-    program: list[tuple[int, str | int, str | int, int]] = [
+    sockets: list[tuple[int | str, str | int, str | int, int]] = []
+    checked: list[tuple[int | str, str | int, str | int, int]] = []
+    if unix_sockets_only:
+        sockets = [(JEQ, "socket", 0, SOCKET[machine])]
+        checked = [("socket", 0, 0, 0), (LD_W_ABS, 0, 0, 16), (JEQ, 0, "deny", AF_UNIX), (RET, 0, 0, RET_ALLOW)]
+    program: list[tuple[int | str, str | int, str | int, int]] = [
         (LD_W_ABS, 0, 0, 4), (JEQ, 0, "deny", AUDIT_ARCH[machine]),  # another ABI (e.g. 32-bit calls): no
         (LD_W_ABS, 0, 0, 0), (JGE, "deny", 0, 0x40000000),  # x32 calls: no
         *[(JEQ, "deny", 0, number) for number in denied],
-        (JEQ, "enosys", 0, CLONE3), (JEQ, "clone", 0, CLONE[machine]),
+        (JEQ, "enosys", 0, CLONE3), (JEQ, "clone", 0, CLONE[machine]), *sockets,
         (RET, 0, 0, RET_ALLOW),
         ("clone", 0, 0, 0), (LD_W_ABS, 0, 0, 16), (JSET, "deny", 0, CLONE_NEW_ANY), (RET, 0, 0, RET_ALLOW),
+        *checked,
         ("deny", 0, 0, 0), (RET, 0, 0, RET_ERRNO | EPERM),
         ("enosys", 0, 0, 0), (RET, 0, 0, RET_ERRNO | ENOSYS),
     ]
@@ -460,7 +524,7 @@ def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
             for i, (op, jt, jf, k) in enumerate(code)]
 
 
-def _filter_system_calls(report: Report) -> None:
+def _filter_system_calls(report: Report, unix_sockets_only: bool = False) -> None:
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         report.warnings.append(f"no system-call filter on {machine}")
@@ -472,8 +536,9 @@ def _filter_system_calls(report: Report) -> None:
     class Program(ctypes.Structure):
         _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
 
-    instructions = _seccomp_program(machine)
+    instructions = _seccomp_program(machine, unix_sockets_only)
     filters = (Filter * len(instructions))(*[Filter(*i) for i in instructions])
     program = Program(len(instructions), filters)
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
-    report.isolation.append("no new namespaces, mounts, BPF, perf, userfaultfd, io_uring, keyrings or ptrace")
+    report.isolation.append("no new namespaces, mounts, BPF, perf, userfaultfd, io_uring, keyrings or ptrace"
+                            + ("; sockets of the Unix family only" if unix_sockets_only else ""))
