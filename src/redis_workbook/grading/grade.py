@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
         return 2
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends grade like Ctrl-C, at any point
+    # Ctrl-C too, however grade was started: `grade ... &` in a script and nohup hand it SIGINT ignored.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     suite = None
     try:
         suite = Suite(grader, extra)
@@ -156,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if suite is not None:
             suite.remove()
 

@@ -86,8 +86,27 @@ def assignments(folder: Path | None = None) -> tuple[str, ...]:
 def secret_paths(grader: Path) -> list[Path]:
     """What learner code must never read: the grader, and the course's solutions, the repository's history and
     tests; and always the installed package's own grader and solutions (package data inside site-packages)."""
-    return [grader, *(grader.parent / name for name in ("solutions", ".git", "tests")),
+    history = grader.parent / ".git"
+    return [grader, *(grader.parent / name for name in ("solutions", "tests")), history, *git_folders(history),
             PACKAGED / "grader", PACKAGED / "solutions"]
+
+
+def git_folders(dot_git: Path) -> list[Path]:
+    """Where a worktree's history really is: its `.git` is a file naming its git folder (`gitdir: ...`), whose
+    `commondir` names the repository's own, holding every object (the grader's and solutions' files too)."""
+    try:
+        text = dot_git.read_text() if dot_git.is_file() else ""
+    except OSError:
+        return []
+    if not text.startswith("gitdir:"):
+        return []
+    gitdir = (dot_git.parent / text.split(":", 1)[1].strip()).resolve()
+    found = [gitdir]
+    try:
+        found.append((gitdir / (gitdir / "commondir").read_text().strip()).resolve())
+    except OSError:
+        pass
+    return found
 
 
 def module_path(assignment: str, folder: Path | None = None) -> Path:

@@ -299,6 +299,7 @@ class WorkerProcess:
                 pass
         if self.report.get("mode") == "uid" and self.report.get("uid"):
             sandbox.kill_user(self.report["uid"])  # its processes that left the process group too
+            sandbox.remove_files_of(self.report["uid"])  # no private /tmp in uid mode
         if cleanup := self.report.get("cleanup"):
             import shutil
 
@@ -396,6 +397,8 @@ class Notebook:
             self.generation += 1
             self.startup = self.startup or self.worker.startup
             report = self.worker.report
+            if report.get("uid") and self.enclosure.gateway is not None:  # before any cell runs
+                self.enclosure.gateway.admit_only(report["uid"])
             self.sandbox_report = {**report, "isolation": [*report.get("isolation", []), *self.enclosure.isolation],
                                    "warnings": [*report.get("warnings", []), *self.enclosure.warnings]}
             if not self._run_cells():

@@ -42,6 +42,7 @@ import functools
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -452,13 +453,43 @@ def _check_hidden(paths: list[str]) -> None:
 def kill_user(uid: int) -> None:
     """SIGKILL every process of `uid`, a uid-mode worker's own (also those that left its process group); root only.
 
-    kill(-1) from a process of that uid reaches exactly the processes of that uid, but itself.
+    kill(-1) from a process of that uid reaches exactly the processes of that uid, but itself. The child makes
+    system calls only (no exec: the interpreter may lie where that uid cannot read, e.g. below /root).
     """
-    subprocess.run([sys.executable, "-S", "-c", KILL_ALL], user=uid, group=NOGROUP, extra_groups=[], cwd="/",
-                   env={}, capture_output=True, timeout=30, check=False)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(NOGROUP, NOGROUP, NOGROUP)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
-KILL_ALL = "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+SHARED_FOLDERS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # where any uid may write
+
+
+def remove_files_of(uid: int) -> None:
+    """Remove what `uid` left in the machine's shared folders (uid mode has no private /tmp), at any depth."""
+    for top in SHARED_FOLDERS:
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 def as_dict(report: Report) -> dict:
@@ -478,6 +509,12 @@ DENIED_CALLS = {
                 "perf_event_open": 241, "userfaultfd": 282, "keyctl": 219, "add_key": 217, "request_key": 218,
                 "ptrace": 117},
 }
+# System V IPC and POSIX message queues: without an IPC namespace their objects belong to no process, outlive the
+# worker and count against the machine's memory (uid mode denies them; the namespaced modes have their own).
+SHARED_IPC = {
+    "x86_64": (29, 30, 31, 64, 65, 66, 67, 68, 69, 70, 71, 220, 240, 241, 242, 243, 244, 245),
+    "aarch64": (180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195, 196, 197),
+}
 NEW_MOUNT_API = range(428, 435)  # open_tree .. fspick, the same on every architecture
 IO_URING = range(425, 428)
 MOUNT_SETATTR, CLONE3 = 442, 435
@@ -495,9 +532,11 @@ PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 def _seccomp_program(machine: str, unix_sockets_only: bool = False) -> list[tuple[int, int, int, int]]:
     """A classic BPF program: (code, jump if true, jump if false, k), jumps already relative.
 
-    `unix_sockets_only`: socket() of any family but AF_UNIX fails with EPERM (no network namespace to hold it).
+    `unix_sockets_only` (uid mode, no namespaces): socket() of any family but AF_UNIX fails with EPERM (no network
+    namespace to hold it), and so do System V IPC and POSIX message queues (no IPC namespace to end them).
     """
-    denied = [*DENIED_CALLS[machine].values(), *NEW_MOUNT_API, *IO_URING, MOUNT_SETATTR]
+    denied = [*DENIED_CALLS[machine].values(), *NEW_MOUNT_API, *IO_URING, MOUNT_SETATTR,
+              *(SHARED_IPC[machine] if unix_sockets_only else ())]
     sockets: list[tuple[int | str, str | int, str | int, int]] = []
     checked: list[tuple[int | str, str | int, str | int, int]] = []
     if unix_sockets_only:
@@ -541,4 +580,5 @@ def _filter_system_calls(report: Report, unix_sockets_only: bool = False) -> Non
     program = Program(len(instructions), filters)
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0), "seccomp")
     report.isolation.append("no new namespaces, mounts, BPF, perf, userfaultfd, io_uring, keyrings or ptrace"
-                            + ("; sockets of the Unix family only" if unix_sockets_only else ""))
+                            + ("; sockets of the Unix family only; no System V IPC or message queues"
+                               if unix_sockets_only else ""))
