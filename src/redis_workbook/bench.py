@@ -37,11 +37,11 @@ QUICK_SWEEP_PAST_TARGET = 2
 FULL_VSETS, QUICK_VSETS = ("Q8", "NOQUANT"), ("Q8",)
 BATCH = 100
 
-# key -> (comparison, threshold): the issue's targets for the full run on the 2-core dev machine.
+# key -> (comparison, threshold): the project's targets for the full run on the 2-core dev machine (README, Benchmark).
 TARGETS = {
     "load_vs_redisvl": (">=", 1.5), "load_vs_naive": (">=", 20.0), "knn_p50_ms": ("<=", 1.0),
     "knn_recall_at_10": (">=", 0.95), "knn_vs_numpy": (">=", 10.0), "server_start_s": ("<=", 0.5),
-    # issue 13: against the real limits (the algorithm in-process, numpy's batch, the plain client)
+    # against the real limits (the algorithm in-process, numpy's batch, the plain client)
     "flat_load_vs_redisvl": (">=", 1.5), "knn_p50_vs_inprocess_plus_ping": ("<=", 1.5),
 }
 
@@ -435,7 +435,7 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
          f"INFO used_memory growth / n (hash + index); HNSW structure alone (FT.INFO) "
          f"{res['memory_vector_index_bytes_per_vector']:,.0f} B; rule of thumb dim x 4 x 1.3 = "
          f"{res['memory_rule_bytes_per_vector']:,.0f} B"),
-        # issue 13: each figure against the real limit, measured side by side (Redis's time / the peer's)
+        # each figure against the real limit, measured side by side (Redis's time / the peer's)
         ("insert_cpu_vs_hnswlib", f"{res['insert_cpu_vs_hnswlib']:.2f}x",
          f"Redis main-thread CPU per HNSW insert {res['insert_cpu_us_per_vector']:,.0f} us (HSET + indexing) vs "
          f"hnswlib in-process, one thread, same M/EF_CONSTRUCTION/vectors: "

@@ -38,7 +38,7 @@ ASSIGNMENTS = ("01_setup", "02_indexing", "03_knn", "04_hybrid", "05_semantic_ca
 STUDENTS, JOBS = 2, 2
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 COMMAND_TIMEOUT = 3600.0
-# key -> (comparison, threshold): issue 13's grading targets; the class time only for the class it names.
+# key -> (comparison, threshold): the grading targets (README, Benchmark); the class time only for the class it names.
 TARGETS = {"grading_vs_nbgrader": ("<=", 0.25)}
 CLASS_TARGET = {"students": 30, "jobs": 2, "assignments": ASSIGNMENTS, "seconds": 300.0}
 Scores = dict[tuple[str, str], tuple[float, float]]  # (student, assignment) -> (score, max_score)
