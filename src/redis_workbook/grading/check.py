@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from redis_workbook.grading import backends, points, submission
+from redis_workbook.grading import options, points, submission
 from redis_workbook.grading.results import Results, check_report
 
 GRADING_ENV = "REDIS_WORKBOOK_GRADING"
@@ -32,11 +32,7 @@ class UsageProblem(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("notebook", help="the notebook to check, e.g. notebooks/06_recommender.ipynb")
-    parser.add_argument("--backend", choices=backends.BACKENDS, default="embedded",
-                        help="Redis to check against (default: a fresh embedded server; `url` empties --redis-url!)")
-    parser.add_argument("--redis-url", help="with --backend url: that Redis is emptied (FLUSHALL) before every test")
-    parser.add_argument("--cell-timeout", type=float, help="seconds each notebook cell may take")
-    parser.add_argument("--call-timeout", type=float, help="seconds each call into the notebook may take")
+    options.add(parser, "backend", "redis_url", "cell_timeout", "call_timeout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +45,8 @@ def run(args: argparse.Namespace) -> int:
     except (UsageProblem, points.GraderNotFound) as exc:
         print(f"redis-workbook check: {exc}", file=sys.stderr)
         return 2
-    extra = ["--submission", str(path.absolute()), "--backend", args.backend]  # a link stays a link: refused
-    extra += ["--redis-url", args.redis_url] if args.redis_url else []
-    extra += ["--cell-timeout", str(args.cell_timeout)] if args.cell_timeout else []
-    extra += ["--call-timeout", str(args.call_timeout)] if args.call_timeout else []
+    extra = ["--submission", str(path.absolute()),  # a link stays a link: refused
+             *options.passed_on(args, "backend", "redis_url", "cell_timeout", "call_timeout")]
     results = run_tests(grader, assignment, extra)
     print(check_report(results))
     return 0 if results.all_passed else 1

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from redis_workbook.grading import backends, intake, points, remote, sandbox, shards
+from redis_workbook.grading import intake, options, points, sandbox, shards
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
@@ -83,26 +83,13 @@ class Job:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = remote.Settings()
     parser.add_argument("submitted", metavar="SUBMITTED_DIR", help="<student_id>/<assignment>/<notebook>.ipynb")
     parser.add_argument("--out", required=True, metavar="OUT_DIR", help="results, feedback and gradebook.csv")
     parser.add_argument("--tests", metavar="EXTRA_DIR",
                         help="instructor-private test modules test_<assignment>*.py with their own points.toml")
-    parser.add_argument("--backend", choices=backends.BACKENDS, default="embedded",
-                        help="a fresh embedded Redis per submission (default), a container per submission, or "
-                             "--redis-url (one submission at a time; emptied with FLUSHALL)")
-    parser.add_argument("--redis-url", help="with --backend url")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
-    parser.add_argument("--cell-timeout", type=float, default=defaults.cell_timeout, help="seconds per cell")
-    parser.add_argument("--notebook-timeout", type=float, default=defaults.notebook_timeout,
-                        help="seconds for all of a notebook's cells")
-    parser.add_argument("--call-timeout", type=float, default=defaults.call_timeout,
-                        help="seconds per call into a notebook")
-    parser.add_argument("--memory-mb", type=int, default=defaults.limits.memory_mb,
-                        help="memory (address space) of each notebook process; its cgroup box adds its Redis servers")
-    parser.add_argument("--submission-timeout", type=float, default=defaults.budget,
-                        help="seconds the learner's code of one submission may take in all, cells and calls "
-                             "together (the grader's own work gets a fixed grace on top)")
+    options.add(parser, "backend", "redis_url", "cell_timeout", "notebook_timeout", "call_timeout", "memory_mb",
+                "submission_timeout", "hide")
     parser.add_argument("--unsafe-no-sandbox", action="store_true",
                         help="grade even where no sandbox is possible: learner code then runs as you, with your "
                              "files and network (only for code you trust)")
@@ -111,8 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "namespaces are forbidden (a default Docker container, e.g. Gradescope's): a uid of its "
                              "own, Unix sockets only, and the grader's files must be readable by their owner only "
                              "(checked)")
-    parser.add_argument("--hide", action="append", default=[], metavar="PATH",
-                        help="another path learner code must not see (repeatable)")
     parser.add_argument("--shard", type=shards.parse, metavar="I/N",
                         help="grade only shard I of N (0 <= I < N): the students whose id hashes to I, with all their "
                              "assignments; `redis-workbook merge` joins the shards' OUT folders into one gradebook")
@@ -419,11 +404,10 @@ class ClassRun:
         with tempfile.TemporaryDirectory(dir=self.suite.root) as work:
             results_json = Path(work) / "results.json"
             command = [sys.executable, "-m", "pytest", *map(str, self.suite.modules(job.assignment)), "-q",
-                       *self.suite.pytest_options(), "--submission", str(job.notebook), "--backend", args.backend,
-                       "--results-json", str(results_json), "--cell-timeout", str(args.cell_timeout),
-                       "--notebook-timeout", str(args.notebook_timeout), "--call-timeout", str(args.call_timeout),
-                       "--memory-mb", str(args.memory_mb), "--submission-timeout", str(args.submission_timeout),
-                       "--sandbox", args.sandbox, *[f"--hide={p}" for p in self.hide]]
+                       *self.suite.pytest_options(), "--submission", str(job.notebook),
+                       "--results-json", str(results_json), "--sandbox", args.sandbox,
+                       *options.passed_on(args, "backend", "cell_timeout", "notebook_timeout", "call_timeout",
+                                          "memory_mb", "submission_timeout"), *[f"--hide={p}" for p in self.hide]]
             env = {**os.environ, PARENT_ENV: str(os.getpid()), points.GRADER_ENV: str(self.suite.tests),
                    "TMPDIR": work,  # the submission's servers and sockets live in the run's private folder
                    # only the plugins grading names (-p): installed ones (anyio's, ...) cost 0.2 s CPU per submission

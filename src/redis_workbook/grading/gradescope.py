@@ -44,13 +44,14 @@ import zipfile
 from pathlib import Path
 
 from redis_workbook import coursefolder
-from redis_workbook.grading import intake, points, sandbox
+from redis_workbook.grading import intake, options, points, sandbox
 from redis_workbook.grading.results import NOT_GRADED, Record, gradescope, private_dirs, write_json_atomic
 
 VENV = "/opt/redis-workbook"
 STUDENT = "submission"  # the one student folder run_autograder grades
 GRADESCOPE_LIMIT_S = 600  # Gradescope's default autograder timeout (10 minutes), settable per assignment
 SUBMISSION_TIMEOUT_S = 420.0  # + grade's 120 s grace for its own work stays within that limit
+PASSED_ON = ("submission_timeout", "cell_timeout", "call_timeout")  # grade's options the zip sets
 SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__"}
 
 SETUP_SH = """#!/usr/bin/env bash
@@ -90,12 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="ZIP", help="the autograder to write, e.g. autograder.zip")
     parser.add_argument("--wheel", metavar="WHEEL", help="the redis-workbook wheel to install on Gradescope (default: "
                         "built from the checkout, or rebuilt from the installed package)")
-    parser.add_argument("--submission-timeout", type=float, default=SUBMISSION_TIMEOUT_S,
-                        help=f"seconds the learner's code may take in all (default {SUBMISSION_TIMEOUT_S:g}: with "
-                             "the grader's own 120 s it stays within Gradescope's default "
-                             f"{GRADESCOPE_LIMIT_S // 60}-minute limit; raise both together)")
-    parser.add_argument("--cell-timeout", type=float, help="seconds per notebook cell (default: grade's)")
-    parser.add_argument("--call-timeout", type=float, help="seconds per call into the notebook (default: grade's)")
+    options.add(parser, *PASSED_ON, defaults={"submission_timeout": SUBMISSION_TIMEOUT_S},
+                notes={"submission_timeout": f"(default here {SUBMISSION_TIMEOUT_S:g}: with the grader's own 120 s it "
+                       f"stays within Gradescope's default {GRADESCOPE_LIMIT_S // 60}-minute limit; raise both "
+                       "together)"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,14 +103,12 @@ def run(args: argparse.Namespace) -> int:
         if args.assignment not in points.assignments(grader):
             raise BuildProblem(f"unknown assignment {args.assignment!r}: {grader / points.POINTS_FILE} knows "
                                f"{', '.join(points.assignments(grader))}.")
-        options = ["--submission-timeout", f"{args.submission_timeout:g}"]
-        options += ["--cell-timeout", f"{args.cell_timeout:g}"] if args.cell_timeout else []
-        options += ["--call-timeout", f"{args.call_timeout:g}"] if args.call_timeout else []
+        passed = options.passed_on(args, *PASSED_ON)
         with tempfile.TemporaryDirectory(prefix="redis-workbook-gradescope-") as work:
             wheel = Path(args.wheel) if args.wheel else find_wheel(Path(work))
             if not wheel.is_file() or not wheel.name.endswith(".whl"):
                 raise BuildProblem(f"--wheel {wheel} is not a wheel file (.whl).")
-            out = build_zip(Path(args.out), args.assignment, grader, wheel, options)
+            out = build_zip(Path(args.out), args.assignment, grader, wheel, passed)
     except (BuildProblem, points.GraderNotFound) as exc:
         print(f"redis-workbook gradescope: {exc}", file=sys.stderr)
         return 2
@@ -122,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_zip(out: Path, assignment: str, grader: Path, wheel: Path, options: list[str]) -> Path:
+def build_zip(out: Path, assignment: str, grader: Path, wheel: Path, passed: list[str]) -> Path:
     """The autograder zip: setup.sh and run_autograder (executable), the wheel, grader/."""
     version = importlib.metadata.version("redis-workbook")
-    arguments = " ".join(shlex.quote(word) for word in [assignment, *options])
+    arguments = " ".join(shlex.quote(word) for word in [assignment, *passed])
     texts = {"setup.sh": SETUP_SH.format(assignment=assignment, version=version, venv=VENV, wheel=wheel.name),
              "run_autograder": RUN_AUTOGRADER.format(assignment=assignment, version=version, venv=VENV,
                                                      arguments=arguments)}
@@ -249,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m redis_workbook.grading.gradescope")
     parser.add_argument("assignment", nargs="?")
     parser.add_argument("--root", default="/autograder", help="Gradescope's folder (tests use another)")
-    parser.add_argument("--submission-timeout", type=float, default=SUBMISSION_TIMEOUT_S)
-    parser.add_argument("--cell-timeout", type=float)
-    parser.add_argument("--call-timeout", type=float)
+    options.add(parser, *PASSED_ON, defaults={"submission_timeout": SUBMISSION_TIMEOUT_S})
     parser.add_argument("--self-test", action="store_true", help="check that the embedded Redis starts (setup.sh)")
     args = parser.parse_args(argv)
     if args.self_test:
@@ -283,9 +278,7 @@ def grade_submission(args: argparse.Namespace, root: Path, grader: Path) -> dict
         submitted, out = Path(work) / "submitted", Path(work) / "out"
         gather(root / "submission", submitted / STUDENT / args.assignment, args.assignment)
         command = [sys.executable, "-I", "-m", "redis_workbook.cli", "grade", str(submitted), "--out", str(out),
-                   "--sandbox", mode, "--submission-timeout", f"{args.submission_timeout:g}"]
-        command += ["--cell-timeout", f"{args.cell_timeout:g}"] if args.cell_timeout else []
-        command += ["--call-timeout", f"{args.call_timeout:g}"] if args.call_timeout else []
+                   "--sandbox", mode, *options.passed_on(args, *PASSED_ON)]
         env = {**os.environ, points.GRADER_ENV: str(grader)}
         done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, errors="replace")

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_workbook.grading import backends, points, remote, sandbox, submission, timings
+from redis_workbook.grading import backends, options, points, remote, sandbox, submission, timings
 from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
 from redis_workbook.grading.results import Check, NotebookRun, Results, write_json_atomic
 
@@ -50,23 +50,11 @@ class LocalRun:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("redis-workbook", "grading a learner's notebook")
     group.addoption("--submission", metavar="NOTEBOOK", help="the learner's .ipynb to grade (runs sandboxed)")
-    group.addoption("--backend", choices=backends.BACKENDS, default="embedded",
-                    help="the Redis to test against: a fresh embedded server, a container, or --redis-url")
-    group.addoption("--redis-url", help=f"with --backend url (or env {ADMIN_URL_ENV}); emptied before every test")
     group.addoption("--results-json", metavar="PATH", help="write each test's outcome and points here")
-    defaults = remote.Settings()
-    group.addoption("--cell-timeout", type=float, default=defaults.cell_timeout, help="seconds per notebook cell")
-    group.addoption("--notebook-timeout", type=float, default=defaults.notebook_timeout,
-                    help="seconds for all of the notebook's cells")
-    group.addoption("--call-timeout", type=float, default=defaults.call_timeout, help="seconds per call into it")
-    group.addoption("--memory-mb", type=int, default=defaults.limits.memory_mb,
-                    help="memory (address space) of each notebook process; its cgroup box adds its Redis servers")
-    group.addoption("--submission-timeout", type=float, default=defaults.budget,
-                    help="seconds the learner's code may take in all (cells and calls together)")
+    options.add(group, "backend", "redis_url", "cell_timeout", "notebook_timeout", "call_timeout", "memory_mb",
+                "submission_timeout", "hide")
     group.addoption("--sandbox", choices=sandbox.MODES,
                     help="root, user (namespaces as an ordinary user) or none; default: the strongest possible")
-    group.addoption("--hide", action="append", default=[], metavar="PATH",
-                    help="a path the notebook's process must not see (repeatable)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
