@@ -21,13 +21,10 @@ import tempfile
 from pathlib import Path
 
 from redis_workbook.grading import options, points, submission
+from redis_workbook.grading.options import UsageProblem
 from redis_workbook.grading.results import Results, check_report
 
 GRADING_ENV = "REDIS_WORKBOOK_GRADING"
-
-
-class UsageProblem(Exception):
-    """Bad input from the person running the check (exit code 2)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis_workbook.grading import intake, options, points, sandbox, shards
+from redis_workbook.grading.options import UsageProblem
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
     GRADED,
@@ -101,10 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=shards.parse, metavar="I/N",
                         help="grade only shard I of N (0 <= I < N): the students whose id hashes to I, with all their "
                              "assignments; `redis-workbook merge` joins the shards' OUT folders into one gradebook")
-
-
-class UsageProblem(Exception):
-    """Bad arguments (exit code 2)."""
 
 
 def run(args: argparse.Namespace) -> int:

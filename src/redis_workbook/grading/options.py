@@ -15,6 +15,10 @@ from typing import Any
 from redis_workbook.grading import backends, remote
 
 
+class UsageProblem(Exception):
+    """Bad arguments or input from the person running a command: one line, exit code 2."""
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str
