@@ -6,7 +6,7 @@
 - commands: one module per `redis-workbook` command (cli, lab, release, bench with bench_grading; `server`
   and `course` are the library modules server and coursefolder). They may import the library and grading/.
 - grading/: the autograder. It imports the library, never a command. Its learner side (worker, sandbox,
-  wire) imports nothing of the grader's side: the two share only `wire`.
+  wire) imports nothing of the grader's side: the two share only `wire` and `markers` (codecs).
 
 Test infrastructure (a private Docker engine, images, throwaway users) lives in tests/, not in the package.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "redis_workbook"
 COMMANDS = {"cli", "lab", "release", "bench", "bench_grading"}
 LEARNER_SIDE = {"grading.worker", "grading.sandbox", "grading.wire"}
-SHARED = LEARNER_SIDE | {"grading"}  # the package itself: its __init__ imports nothing
+SHARED = LEARNER_SIDE | {"grading", "grading.markers"}  # the package's __init__ imports nothing; markers: a codec
 
 
 def module_name(path: Path) -> str:

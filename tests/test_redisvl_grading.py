@@ -17,7 +17,7 @@ from redisvl.schema import IndexSchema
 from redisvl.utils.vectorize import CustomVectorizer
 
 from redis_workbook.embeddings import HashingEmbedder
-from redis_workbook.grading.remote import _search_index_marker
+from redis_workbook.grading import markers
 
 ASSIGNMENT = "11_redisvl"
 SCHEMA = {"index": {"name": "idx:rvl", "prefix": "rvl:", "storage_type": "hash"},
@@ -53,9 +53,12 @@ def test_the_learner_user_may_run_what_redisvl_sends(learner: redis.Redis) -> No
 def test_a_search_index_travels_as_its_schema(learner: redis.Redis) -> None:
     """What the grader sends the notebook's process for a SearchIndex: its schema, which rebuilds the same index."""
     index = SearchIndex(IndexSchema.from_dict(SCHEMA), redis_client=learner)
-    marker = _search_index_marker(index)
-    assert marker is not None and _search_index_marker(learner) is None
-    assert SearchIndex.from_dict(marker["schema"]).schema.to_dict() == index.schema.to_dict()
+    found = markers.mark(index)
+    assert found is not None and markers.mark(learner) is None
+    marker, client = found
+    assert client is learner  # the engine marks it as a Redis client of its own
+    rebuilt = markers.build({**marker, "redis": "the worker's client"}, resolve=lambda _: learner)
+    assert rebuilt.schema.to_dict() == index.schema.to_dict() and rebuilt.client is learner
 
 
 def test_check_gives_the_solution_full_marks() -> None:

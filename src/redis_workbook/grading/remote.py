@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
-from redis_workbook.grading import backends, sandbox, timings, wire
+from redis_workbook.grading import backends, markers, sandbox, timings, wire
 from redis_workbook.grading.box import Box
 from redis_workbook.grading.enclosure import LOOPBACK, Enclosure, SandboxUnavailable
 from redis_workbook.grading.submission import Submission
@@ -544,12 +544,12 @@ class Notebook:
             return {wire.TAG: "recorder", "id": value.id, "returns": wire.encode(value.returns)}
         if isinstance(value, redis.Redis):
             return self._redis_marker(value)
-        index = _search_index_marker(value)
-        if index is not None:  # its client is the worker's own, built from the Redis marker
-            return {**index, "redis": self._redis_marker(value.client)}
-        marker = _embedder_marker(value) or _openai_marker(value)
-        if marker is None:
+        found = markers.mark(value)
+        if found is None:
             raise TypeError(f"the grader cannot pass a {type(value).__name__} to the notebook process")
+        marker, client = found
+        if client is not None:  # the worker's own client, built from the Redis marker
+            marker["redis"] = self._redis_marker(client)
         if marker.get("base_url") and self.enclosure.gateway is not None:
             url = urllib.parse.urlsplit(marker["base_url"])
             host = "127.0.0.1" if url.hostname in LOOPBACK else str(url.hostname)
@@ -588,38 +588,6 @@ def missing_message(name: str, problems: list[str]) -> str:
     if problems:
         text += " While running your notebook:\n" + "\n".join(f"  - {p}" for p in problems[:8])
     return text
-
-
-def _embedder_marker(value: Any) -> dict | None:
-    from redis_workbook.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder
-
-    if isinstance(value, HashingEmbedder):
-        return {wire.TAG: "embedder", "cls": "HashingEmbedder", "dim": value.dim}
-    if isinstance(value, LocalEmbedder):
-        return {wire.TAG: "embedder", "cls": "LocalEmbedder", "dim": value.dim}
-    if isinstance(value, OpenAIEmbedder):
-        client = value.client
-        return {wire.TAG: "embedder", "cls": "OpenAIEmbedder", "dim": value.dim, "model": value.model,
-                "base_url": str(getattr(client, "base_url", "") or "") or None,
-                "api_key": getattr(client, "api_key", None)}
-    return None
-
-
-def _search_index_marker(value: Any) -> dict | None:
-    """A RedisVL SearchIndex travels as its schema; the worker rebuilds it on its own client (a Unix socket)."""
-    module = sys.modules.get("redisvl.index")
-    if module is None or not isinstance(value, module.SearchIndex):
-        return None
-    return {wire.TAG: "searchindex", "schema": value.schema.to_dict()}
-
-
-def _openai_marker(value: Any) -> dict | None:
-    openai = sys.modules.get("openai")
-    if openai is None or not isinstance(value, openai.OpenAI):
-        return None
-    timeout = value.timeout if isinstance(value.timeout, (int, float)) else 60
-    return {wire.TAG: "openai", "base_url": str(value.base_url), "api_key": value.api_key,
-            "max_retries": value.max_retries, "timeout": timeout}
 
 
 def _cell_error_text(index: int, source: str, error: dict) -> str:

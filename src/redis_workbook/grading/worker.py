@@ -24,7 +24,7 @@ import time
 import traceback
 from typing import Any
 
-from redis_workbook.grading import sandbox, wire
+from redis_workbook.grading import markers, sandbox, wire
 from redis_workbook.server import die_with_parent
 
 CELL_FILE_PREFIX = "<ipython-input-"
@@ -207,10 +207,10 @@ class Server:
                 self.recorders[rid] = WorkerRecorder(self.decode(data.get("returns")))
                 self.synced[rid] = 0
             return self.recorders[rid]
-        if tag in ("redis", "embedder", "openai", "searchindex"):
+        if tag == "redis" or tag in markers.TAGS:
             key = repr(sorted(data.items()))
             if key not in self.cache:
-                self.cache[key] = getattr(self, f"build_{tag}")(data)
+                self.cache[key] = self.build_redis(data) if tag == "redis" else markers.build(data, self.resolve)
             return self.cache[key]
         raise wire.WireError(f"unknown tag {tag!r}")
 
@@ -224,36 +224,6 @@ class Server:
             return redis.Redis.from_url(self.redis_url, **options)
         fields = ("host", "port", "db", "username", "password", "unix_socket_path")
         return redis.Redis(**{k: data[k] for k in fields if data.get(k) is not None}, **options)
-
-    def build_searchindex(self, data: dict) -> Any:
-        """A RedisVL SearchIndex of the grader's schema, on a client of its Redis (RedisVL takes the client)."""
-        from redisvl.index import SearchIndex
-
-        return SearchIndex.from_dict(data["schema"], redis_client=self.resolve(data["redis"]))
-
-    def build_embedder(self, data: dict) -> Any:
-        from redis_workbook import embeddings
-
-        kind = data.get("cls")
-        if kind == "HashingEmbedder":
-            return embeddings.HashingEmbedder(dim=int(data["dim"]))
-        if kind == "LocalEmbedder":
-            return embeddings.LocalEmbedder()
-        if kind == "OpenAIEmbedder":
-            return embeddings.OpenAIEmbedder(model=str(data["model"]), dim=int(data["dim"]),
-                                             client=self.build_openai(data))
-        raise wire.WireError(f"unknown embedder {kind!r}")
-
-    def build_openai(self, data: dict) -> Any:
-        """The grader's OpenAI client; on the gateway's Unix socket when the notebook has no network."""
-        import httpx
-        import openai
-
-        timeout = float(data.get("timeout") or 60)
-        http_client = httpx.Client(transport=httpx.HTTPTransport(uds=str(data["socket"])), timeout=timeout) \
-            if data.get("socket") else None
-        return openai.OpenAI(base_url=data.get("base_url"), api_key=data.get("api_key") or "unused",
-                             max_retries=int(data.get("max_retries") or 0), timeout=timeout, http_client=http_client)
 
     def recorder_updates(self) -> dict:
         """Calls recorded since the last reply, as {id: [[args, kwargs], ...]} (the whole list)."""
