@@ -18,7 +18,7 @@ import redis
 from submissions import write_notebook
 
 from redis_workbook.embeddings import HashingEmbedder, LocalEmbedder, OpenAIEmbedder
-from redis_workbook.grading import backends, remote, sandbox, submission, wire
+from redis_workbook.grading import backends, remote, sandbox, submission, wire, workerprocess
 from redis_workbook.openai_server import OpenAIServer
 from redis_workbook.server import EmbeddedRedis
 
@@ -114,7 +114,7 @@ def under_test() -> Iterator[backends.RedisUnderTest]:
 
 def start_notebook(path: Path, under_test: backends.RedisUnderTest, *cells: str, **settings: float) -> remote.Notebook:
     sub = submission.load(write_notebook(path, *cells))
-    notebook = remote.Notebook(sub, under_test.learner_url, remote.Settings(**settings),
+    notebook = remote.Notebook(sub, under_test.learner_url, workerprocess.Settings(**settings),
                                hide=[str(path.parent)], grading_address=under_test.address)
     notebook.prepare_for_test()
     return notebook
@@ -313,7 +313,7 @@ except OSError as exc:
 print("x" * 5_000_000)
 '''
     notebook = remote.Notebook(submission.load(write_notebook(tmp_path / "probe.ipynb", probe)),
-                               under_test.learner_url, remote.Settings(output_bytes=1000), hide=[str(secret)])
+                               under_test.learner_url, workerprocess.Settings(output_bytes=1000), hide=[str(secret)])
     try:
         notebook.prepare_for_test()
         nb = remote.RemoteNamespace(notebook)

@@ -23,7 +23,7 @@ import redis
 from processes import descendants, wait_gone
 from submissions import write_notebook
 
-from redis_workbook.grading import backends, remote, sandbox, submission
+from redis_workbook.grading import backends, remote, sandbox, submission, workerprocess
 from redis_workbook.grading.gateway import MAX_CONNECTIONS
 
 
@@ -36,7 +36,8 @@ def under_test() -> Iterator[backends.RedisUnderTest]:
 
 def run(tmp_path: Path, under_test: backends.RedisUnderTest, *cells: str, **settings: float) -> remote.Notebook:
     notebook = remote.Notebook(submission.load(write_notebook(tmp_path / "probe.ipynb", *cells)),
-                               under_test.learner_url, remote.Settings(**settings), grading_address=under_test.address)
+                               under_test.learner_url, workerprocess.Settings(**settings),
+                               grading_address=under_test.address)
     notebook.prepare_for_test()
     return notebook
 

@@ -2,7 +2,7 @@
 
 Each test runs learner-side code the way the worker does: `sandbox.enter` in uid mode in a process of
 its own (everything it needs imported before, as the worker has), then what a hostile notebook would
-do; the grader's side then does what `remote.WorkerProcess.kill` does when a submission ends
+do; the grader's side then does what `workerprocess.WorkerProcess.kill` does when a submission ends
 (`sandbox.kill_user`, `sandbox.remove_files_of` and the removal of the worker's folder) and the test
 looks at what is left. A failing test here is a hole, not a flaky test: it says what the learner managed.
 Also here, for every mode: learner code never gets a client with the grader's rights on a grader's Redis.
@@ -167,7 +167,7 @@ def run_probe(secret: Path, *what: str) -> dict:
 
 
 def end_like_the_grader(seen: dict) -> None:
-    """What remote.WorkerProcess.kill does once the worker is gone, in uid mode."""
+    """What workerprocess.WorkerProcess.kill does once the worker is gone, in uid mode."""
     sandbox.kill_user(seen["uid"])
     sandbox.remove_files_of(seen["uid"])
     shutil.rmtree(seen["cleanup"], ignore_errors=True)

@@ -3,7 +3,10 @@
 Modules, trusted side first:
 
 - `plugin`: the pytest plugin (`--submission`, `--backend`, fixtures `nb`, `r`, `redis_url`).
-- `remote`: starts and talks to the worker; `nb` proxies, remote handles, `Recorder`.
+- `remote`: a notebook's session: its cells, calls into it with the time budget, `nb` proxies, remote handles,
+  `Recorder`; `workerprocess`: the worker as a process (start, limits, output, end); `markers`: what a check may
+  hand learner code besides plain values and Redis clients (the course's embedders, OpenAI clients, RedisVL).
+- `options`: the grading options, declared once for check, grade, gradescope and the plugin.
 - `backends`: the Redis under test (embedded, testcontainers or a URL) and its restricted learner user.
 - `points`, `results`: points per test (grader/points.toml); the typed results (`Results`, `Record`), and
   from them results.json, feedback and gradebook.
@@ -13,7 +16,7 @@ Modules, trusted side first:
 
 Learner side: `worker` (runs the cells with IPython and answers calls) and `sandbox`
 (limits, private mounts and process ids, an unprivileged user). The two sides share
-only `wire`, a JSON codec: nothing from the worker is ever unpickled.
+only `wire`, a JSON codec, and `markers`: nothing from the worker is ever unpickled.
 
 This package imports nothing heavy at import time: the worker imports it before it
 enters its sandbox, which needs a single-threaded process.

@@ -3,7 +3,7 @@
 `redis-workbook check`, `grade` and `gradescope` and the pytest plugin that grades one notebook
 take the ones they need (`add`, on an argparse parser or a pytest option group alike), and a command
 hands its values on to the plugin's pytest run by the same flags (`passed_on`). The defaults come
-from `remote.Settings`, the one place the engine's limits are set.
+from `workerprocess.Settings`, the one place the engine's limits are set.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from redis_workbook.grading import backends, remote
+from redis_workbook.grading import backends, workerprocess
 
 
 class UsageProblem(Exception):
@@ -34,7 +34,7 @@ class Option:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-_DEFAULTS = remote.Settings()
+_DEFAULTS = workerprocess.Settings()
 OPTIONS = {option.dest: option for option in (
     Option("--backend", "the Redis to test against: a fresh embedded server per submission (default), a container "
            "per submission (the containers extra), or --redis-url", choices=backends.BACKENDS, default="embedded"),

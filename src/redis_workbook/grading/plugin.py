@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import redis
 
-from redis_workbook.grading import backends, options, points, remote, sandbox, submission, timings
+from redis_workbook.grading import backends, options, points, remote, sandbox, submission, timings, workerprocess
 from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
 from redis_workbook.grading.results import Check, NotebookRun, Results, write_json_atomic
 
@@ -132,7 +132,7 @@ def redis_url(_workbook: Grading) -> str:
 @pytest.fixture
 def learner_hash(_workbook: Grading) -> Any:
     """Python's hash() as the learner's code computes it, to recognise `cache:{hash(query)}` keys."""
-    return hash if _workbook.local is not None else remote.learner_hash
+    return hash if _workbook.local is not None else workerprocess.learner_hash
 
 
 # ---------------------------------------------------------------------------------------------- session
@@ -246,9 +246,10 @@ class Grading:
         under_test = self.redis_under_test()
         if self.notebook is None:
             option = self.config.getoption
-            settings = remote.Settings(cell_timeout=option("cell_timeout"), notebook_timeout=option("notebook_timeout"),
-                                       call_timeout=option("call_timeout"), budget=option("submission_timeout"),
-                                       sandbox_mode=option("sandbox"))
+            settings = workerprocess.Settings(
+                cell_timeout=option("cell_timeout"), notebook_timeout=option("notebook_timeout"),
+                call_timeout=option("call_timeout"), budget=option("submission_timeout"),
+                sandbox_mode=option("sandbox"))
             settings.limits.memory_mb = option("memory_mb")
             try:
                 self.enclosure = Enclosure(settings.limits, settings.sandbox_mode)
@@ -267,7 +268,7 @@ class Grading:
         first = self.notebook.worker is None and not self.notebook.generation
         try:
             self.notebook.prepare_for_test()
-        except remote.InfrastructureError as exc:
+        except workerprocess.InfrastructureError as exc:
             self.infrastructure = str(exc)
             raise
         if first:

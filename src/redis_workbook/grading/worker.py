@@ -1,6 +1,6 @@
 """The learner's side: run a notebook's code cells with IPython, then answer the grader's calls.
 
-Started by `remote.WorkerProcess` as
+Started by `workerprocess.WorkerProcess` as
 `python -s -B -u -m redis_workbook.grading.worker REQUEST_FD REPLY_FD GRADER_PID`.
 It reads one init message, enters the sandbox, builds an IPython shell (so magics
 work) and then serves requests until the grader closes the channel:
