@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from redis_workbook import release
+from redis_workbook.bench_grading import is_solution_cell, make_course, read_nbgrader
 from redis_workbook.grading import points
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +101,6 @@ class Flow:
 
 
 # ---------------------------------------------------------------------------------------------- the class
-def is_solution_cell(cell: nbformat.NotebookNode) -> bool:
-    return cell.cell_type == "code" and bool(cell.metadata.get("nbgrader", {}).get("solution"))
-
-
 def reference_answers(assignment: str) -> dict[str, str]:
     """grade_id -> the reference solution's source, markers left out, as a learner would paste it."""
     nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
@@ -138,19 +133,6 @@ def write_class(submitted: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the course
-def make_course(course: Path) -> None:
-    """The course copy: our nbgrader_config.py, source/ as release writes it, then generate_assignment."""
-    course.mkdir()
-    shutil.copy(REPO / "grader" / "course" / "nbgrader_config.py", course / "nbgrader_config.py")
-    table = release.read_points(REPO / "grader" / "points.toml")
-    sources = {}
-    for assignment in ASSIGNMENTS:
-        nb = nbformat.read(REPO / "solutions" / f"{assignment}.ipynb", as_version=4)
-        sources[assignment] = release.dumps(release.normalise(release.with_tail(nb, assignment, table[assignment])))
-    release.sync_sources(course, sources)
-    release.run_generate_assignment(course, use_db=True)  # real nbgrader, with the gradebook autograde needs
-
-
 def environment(tmp: Path) -> dict[str, str]:
     """As on an instructor's offline machine: each kernel its own embedded Redis, the local embedder."""
     env = {**os.environ, "NBGRADER_EXCHANGE": str(tmp / "exchange")}
@@ -183,13 +165,6 @@ def tail(log: Path, size: int = 4000) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the gradebooks
-def read_nbgrader(path: Path) -> Scores:
-    """nbgrader's CSV export: assignment, duedate, timestamp, student_id, ..., score, max_score."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return {(row["student_id"], row["assignment"]): (float(row["score"]), float(row["max_score"]))
-                for row in csv.DictReader(handle)}
-
-
 def read_grade(path: Path) -> tuple[Scores, dict[tuple[str, str], str]]:
     """redis-workbook's gradebook.csv: student_id, assignment, score, max_score, status."""
     with path.open(newline="", encoding="utf-8") as handle:
@@ -223,7 +198,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     logs.mkdir()
     start = time.perf_counter()
     seconds = {}
-    make_course(course)
+    make_course(REPO, course, ASSIGNMENTS)
     seconds["generate_assignment"] = time.perf_counter() - start
     write_class(course / "submitted")
     env = environment(tmp)
