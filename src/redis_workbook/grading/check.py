@@ -61,14 +61,8 @@ def assignment_for(path: Path, known: tuple[str, ...]) -> str:
 
 
 def pytest_arguments(grader: Path, selection: str, results_json: Path) -> list[str]:
-    """In-process pytest, repeatable: no cache, no terminal output, unique module names, our plugin.
-
-    Without pytest's unraisable-exception plugin, whose clean-up runs gc.collect() several times per session:
-    in a notebook's kernel, with its large heap, that was most of each check cell's time.
-    """
-    return [selection, "-p", "redis_workbook.grading.plugin", "-p", "no:cacheprovider", "-p", "no:terminal",
-            "-p", "no:unraisableexception",
-            "--rootdir", str(grader.parent), "--import-mode=importlib", "-o", "addopts=", "--capture=sys",
+    """In-process pytest, repeatable: options.pytest_base, no terminal output, no addopts, output captured."""
+    return [selection, *options.pytest_base(grader.parent), "-p", "no:terminal", "-o", "addopts=", "--capture=sys",
             "--results-json", str(results_json)]
 
 

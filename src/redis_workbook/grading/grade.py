@@ -235,8 +235,7 @@ class Suite:
         return sum(sum(points.read(f).get(assignment, {}).values()) for f in files)
 
     def pytest_options(self) -> list[str]:
-        return ["-p", "redis_workbook.grading.plugin", "-p", "no:cacheprovider", "--rootdir", str(self.tests),
-                "-c", str(self.tests / "pytest.ini"), "--import-mode=importlib"]
+        return [*options.pytest_base(self.tests), "-c", str(self.tests / "pytest.ini")]
 
     def preflight(self, assignments: list[str]) -> list[str]:
         """Collect every test module once: syntax errors and tests without points stop the run up front."""

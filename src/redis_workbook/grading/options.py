@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis_workbook.grading import backends, workerprocess
@@ -76,3 +77,12 @@ def passed_on(args: argparse.Namespace, *names: str) -> list[str]:
         for one in (value or []) if option.repeatable else [] if value is None else [value]:
             found.append(f"{option.flag}={one:g}" if isinstance(one, float) else f"{option.flag}={one}")
     return found
+
+
+def pytest_base(rootdir: Path) -> list[str]:
+    """What every grading pytest run starts with, in-process (check) or a process per submission (grade): our
+    plugin, no cache, unique module names, and without pytest's unraisable-exception plugin, whose clean-up runs
+    gc.collect() several times per session (in a notebook's kernel, with its large heap, that was most of each
+    check cell's time)."""
+    return ["-p", "redis_workbook.grading.plugin", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
+            "--rootdir", str(rootdir), "--import-mode=importlib"]
