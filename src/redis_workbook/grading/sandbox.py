@@ -18,8 +18,11 @@ Three modes, chosen by the grader (`mode()` says which this machine allows):
   through the gateway's sockets and no network. It sees the machine's files that
   others may read: the grader's files must be readable by their owner only, which
   it checks before any learner code runs (`_check_hidden`: it refuses to start
-  otherwise). Its processes are ended by uid (`kill_user`), even those that left
-  the worker's process group. With no cgroup box (a default container has none), its
+  otherwise). No System V IPC or message queues (with no IPC namespace their memory
+  would belong to no process and outlive it). Its processes are ended by uid
+  (`kill_user`), even those that left the worker's process group, and what it left
+  in the machine's shared folders goes with them (`remove_files_of`); the gateway
+  admits its uid alone. With no cgroup box (a default container has none), its
   oom_score_adj is 1000: when the container runs out of memory, learner code goes first.
 - "none" (`--unsafe-no-sandbox`, or the learner's own `check`): limits and a
   fresh working folder only; `warnings` say what is not contained.
