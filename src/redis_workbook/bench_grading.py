@@ -133,16 +133,9 @@ def make_course(root: Path, course: Path, assignments: tuple[str, ...]) -> None:
     release.run_generate_assignment(course, use_db=True)  # real nbgrader, with the gradebook autograde needs
 
 
-def with_scripts_on_path() -> None:
-    """nbgrader runs `alembic` by name: the scripts folder of this Python (a venv's bin/) goes first on PATH."""
-    scripts = str(Path(sys.executable).parent)
-    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-
-
 def environment(tmp: Path) -> dict[str, str]:
     """As on an instructor's offline machine: each run its own embedded Redis servers, the local embedder."""
-    env = {**os.environ, "NBGRADER_EXCHANGE": str(tmp / "exchange")}
+    env = {**release.nbgrader_environment(), "NBGRADER_EXCHANGE": str(tmp / "exchange")}
     for name in ("REDIS_URL", "OPENAI_API_KEY", TIMINGS_ENV):
         env.pop(name, None)
     return env
@@ -232,7 +225,6 @@ def measure(plan: ClassPlan, say: Callable[[str], object] = print) -> dict[str, 
     """Grade the class with both graders; every figure as a JSON-ready dict."""
     root = course_root()
     plan.check(points.assignments(root / "grader"))
-    with_scripts_on_path()
     n = plan.submissions
     with tempfile.TemporaryDirectory(prefix="redis-workbook-bench-grading-") as folder:
         tmp = Path(folder)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -171,13 +172,19 @@ def dumps(nb: NotebookNode) -> str:
 
 
 # ---------------------------------------------------------------- nbgrader
+def nbgrader_environment() -> dict[str, str]:
+    """nbgrader runs `alembic` by name: this Python's scripts folder (a venv's bin/) goes first on PATH, so
+    `.venv/bin/redis-workbook release` works without the venv activated."""
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def run_generate_assignment(course: Path, use_db: bool) -> None:
     """nbgrader generate_assignment for every assignment under course/source, in one start-up."""
     command = [sys.executable, "-m", "nbgrader", "generate_assignment", "*", "--force",
                f"--CourseDirectory.root={course}"]
     if not use_db:
         command.append("--no-db")
-    done = subprocess.run(command, cwd=course, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=course, capture_output=True, text=True, env=nbgrader_environment())
     if done.returncode != 0:
         raise SystemExit(f"nbgrader generate_assignment failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
 
