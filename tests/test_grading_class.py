@@ -317,9 +317,9 @@ def test_memory_counts_for_all_processes_together(graded: GradedClass) -> None:
     printed = graded.printed("h_memory_children")
     killed = int(re.search(r"KILLED (\d+)", printed).group(1))
     if os.geteuid() == 0:  # a cgroup box: 5 x 450 MiB do not fit in 1024 + 2 x (256 + 64) + 256 MiB together
-        assert killed >= 1
+        assert killed >= 1, printed
     else:  # no box for an ordinary user on cgroup v1: each child stays under its own address-space limit
-        assert killed == 0 and printed.count("ALLOCATED") == 5
+        assert killed == 0 and printed.count("ALLOCATED") == 5, printed
     assert results(graded.out, "h_memory_children")["score"] == graded.max_score
 
 
