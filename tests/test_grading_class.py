@@ -102,7 +102,7 @@ class Watcher(threading.Thread):
         self.handled.add(parent)
         command = cmdline(parent)
         for student in self.kill_once | self.kill_always:
-            if f"/{student}/06_recommender" in command:
+            if f"{student}/06_recommender" in command:  # `ps` names the grading process after its notebook
                 if student in self.kill_once and self.killed.get(student):
                     return
                 os.kill(server, signal.SIGKILL)
@@ -421,3 +421,33 @@ def test_testcontainers_backend_gives_the_same_grades(graded: GradedClass, docke
     for student in students:
         assert outcome(out, student) == outcome(graded.out, student)
     assert results(out, "c_template")["extra_data"]["redis_workbook"]["backend"] == "testcontainers"
+
+
+def test_a_fork_server_killed_mid_class_loses_no_grade(graded: GradedClass, tmp_path: Path) -> None:
+    """grade forks each grading process from a warm server; killed, its running children stop ("not graded"),
+    are regraded as `python -m pytest`, and the gradebook is the one the class got."""
+    students = ["c_template", "d_endswith", "h_os_exit", "i_invalid_json"]
+    submitted, out = tmp_path / "submitted", tmp_path / "out"
+    for student in students:
+        shutil.copytree(graded.submitted / student, submitted / student)
+    process = subprocess.Popen(grade_command(submitted, out, graded.extra), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    watcher = Watcher(process.pid)
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline:
+        table = process_table()
+        servers = [pid for pid, (parent, _, _) in table.items()
+                   if parent == process.pid and "fork server" in cmdline(pid)]
+        grading = [pid for pid, (parent, _, _) in table.items() if servers and parent == servers[0]
+                   and "06_recommender" in cmdline(pid)]
+        if grading:  # a submission is being graded by the server's child: kill the server under it
+            os.kill(servers[0], signal.SIGKILL)
+            killed = servers[0]
+        time.sleep(0.02)
+    _, stderr = process.communicate(timeout=600)
+    watcher.stop()
+    assert killed is not None, "no grading process forked by the fork server was seen"
+    assert process.returncode == 0, stderr
+    assert "grading went on without its fork server" in stderr
+    assert gradebook(out) == [row for row in gradebook(graded.out) if row["student_id"] in students]
+    assert watcher.survivors() == []

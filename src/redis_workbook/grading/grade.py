@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis_workbook.grading import intake, options, points, sandbox, shards
+from redis_workbook.grading.forkserver import ForkServer, ForkServerGone
 from redis_workbook.grading.options import UsageProblem
 from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import (
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     suite = None
     try:
         suite = Suite(grader, extra)
+        suite.start_fork_server()  # its imports overlap with reading the submissions and collecting the tests
         jobs = discover(submitted, out, suite.root / "submissions", known)
         students = {job.student for job in jobs}
         if args.shard is not None:
@@ -190,7 +192,7 @@ def discover(submitted: Path, out: Path, copies: Path, known: tuple[str, ...]) -
             refused = "refused:" + hashlib.sha256(str(entry.problem).encode()).hexdigest()
             jobs.append(Job(entry.student, entry.assignment, Path(entry.name), target, refused, entry.problem))
             continue
-        copy = copies / entry.student / entry.assignment / entry.name  # ps shows whose notebook is graded
+        copy = copies / entry.student / entry.assignment / entry.name
         private_dirs(copy.parent)
         with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
             handle.write(entry.data)
@@ -215,6 +217,12 @@ class Suite:
                 digest.update(str(path.relative_to(self.tests)).encode() + b"\0" + path.read_bytes() + b"\0")
         self.fingerprint = digest.hexdigest()[:16]
         self.checks: dict[str, list[Check]] = {}  # assignment -> its tests as collected (not run yet)
+        self.fork_server: ForkServer | None = None
+
+    def start_fork_server(self) -> None:
+        """The warm process that forks each submission's pytest (forkserver.py); started here, from the main
+        thread, before any other thread exists."""
+        self.fork_server = ForkServer(self.tests, dict(os.environ), self.root / "fork-server.log")
 
     @staticmethod
     def _copy(source: Path, target: Path) -> Path:
@@ -274,8 +282,10 @@ class Suite:
                        submission_problem=problem, duration=0)
 
     def remove(self) -> None:
-        """Remove the copy now; the reaper stays until this process exits and removes whatever a grading thread
-        still running after an interrupt creates in it (its pytest's temporary folder) after this."""
+        """End the fork server and remove the copy now; the reaper stays until this process exits and removes
+        whatever a grading thread still running after an interrupt creates in it (its pytest's temporary folder)."""
+        if self.fork_server is not None:
+            self.fork_server.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -294,19 +304,41 @@ def _remove_stale_copies() -> None:
 
 
 class Running:
-    """The grading subprocesses alive right now, so an interrupt can stop every one of them."""
+    """The grading processes alive right now, so an interrupt can stop every one of them.
 
-    def __init__(self) -> None:
+    Each is forked by the suite's fork server; when that server is gone (it could not start, or died), the
+    process is started as `python -m pytest` instead, exactly as the server's child would run it (with a warning).
+    """
+
+    def __init__(self, server: ForkServer | None) -> None:
         self.lock = threading.Lock()
-        self.processes: set[subprocess.Popen] = set()
+        self.processes: set = set()  # subprocess.Popen or forkserver.Forked: both wait, poll and stop alike
         self.stopping = threading.Event()
+        self.server = server
+        self.warnings: list[str] = []
 
-    def start(self, *args: object, **kwargs: object) -> subprocess.Popen:
+    def start(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str) -> subprocess.Popen:
+        """A grading process running pytest with `args`, its output appended to `log`; `ps` shows `title`."""
+        if self.stopping.is_set():
+            raise KeyboardInterrupt
+        process = None
+        if self.server is not None:
+            try:
+                process = self.server.spawn(args, {**env, PARENT_ENV: str(self.server.pid)}, cwd, log, title)
+            except ForkServerGone as exc:
+                with self.lock:
+                    self.server = None
+                    self.warnings.append(f"grading went on without its fork server, a little slower ({exc})")
         with self.lock:
-            if self.stopping.is_set():
-                raise KeyboardInterrupt
-            process = subprocess.Popen(*args, **kwargs)  # type: ignore[call-overload]
+            if process is None:
+                with open(log, "ab") as output:
+                    process = subprocess.Popen([sys.executable, "-m", "pytest", *args], stdin=subprocess.DEVNULL,
+                                               stdout=output, stderr=subprocess.STDOUT, cwd=cwd,
+                                               env={**env, PARENT_ENV: str(os.getpid())}, start_new_session=True)
             self.processes.add(process)
+            if self.stopping.is_set():  # interrupted while it started: stop_all may have missed it
+                stop_processes([process], group=True)
+                raise KeyboardInterrupt
             return process
 
     def done(self, process: subprocess.Popen) -> None:
@@ -325,7 +357,7 @@ class ClassRun:
 
     def __init__(self, args: argparse.Namespace, suite: Suite, known: tuple[str, ...], hide: list[str]) -> None:
         self.args, self.suite, self.known, self.hide = args, suite, known, hide
-        self.running = Running()
+        self.running = Running(suite.fork_server)
         self.jobs = 1 if args.backend == "url" else args.jobs
         if args.backend == "url" and args.jobs > 1:
             print("--backend url: grading one submission at a time (they share that one Redis).", file=sys.stderr)
@@ -398,23 +430,22 @@ class ClassRun:
         """One trusted pytest process for this submission; (its results, or why there are none)."""
         args = self.args
         with tempfile.TemporaryDirectory(dir=self.suite.root) as work:
-            results_json = Path(work) / "results.json"
-            command = [sys.executable, "-m", "pytest", *map(str, self.suite.modules(job.assignment)), "-q",
-                       *self.suite.pytest_options(), "--submission", str(job.notebook),
-                       "--results-json", str(results_json), "--sandbox", args.sandbox,
-                       *options.passed_on(args, "backend", "cell_timeout", "notebook_timeout", "call_timeout",
-                                          "memory_mb", "submission_timeout"), *[f"--hide={p}" for p in self.hide]]
-            env = {**os.environ, PARENT_ENV: str(os.getpid()), points.GRADER_ENV: str(self.suite.tests),
+            results_json, log_path = Path(work) / "results.json", Path(work) / "pytest.log"
+            arguments = [*map(str, self.suite.modules(job.assignment)), "-q",
+                         *self.suite.pytest_options(), "--submission", str(job.notebook),
+                         "--results-json", str(results_json), "--sandbox", args.sandbox,
+                         *options.passed_on(args, "backend", "cell_timeout", "notebook_timeout", "call_timeout",
+                                            "memory_mb", "submission_timeout"), *[f"--hide={p}" for p in self.hide]]
+            env = {**os.environ, points.GRADER_ENV: str(self.suite.tests),
                    "TMPDIR": work,  # the submission's servers and sockets live in the run's private folder
                    # only the plugins grading names (-p): installed ones (anyio's, ...) cost 0.2 s CPU per submission
                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
             if args.redis_url:
                 env[ADMIN_URL_ENV] = args.redis_url  # in the environment, not on a command line others can read
-            with open(Path(work) / "pytest.log", "wb+") as log:
+            with open(log_path, "wb+") as log:
                 try:
-                    process = self.running.start(command, stdin=subprocess.DEVNULL, stdout=log,
-                                                 stderr=subprocess.STDOUT, env=env, cwd=self.suite.tests,
-                                                 start_new_session=True)
+                    process = self.running.start(arguments, env, self.suite.tests, log_path,
+                                                 f"redis-workbook grade: {job.student}/{job.assignment}")
                 except KeyboardInterrupt:
                     return None, "interrupted"
                 try:
@@ -437,6 +468,7 @@ class ClassRun:
             record = read_record(job.out / "results.json") or Record(job.student, job.assignment)
             statuses[(job.student, job.assignment)] = record.status
             warnings.update(record.warnings)
+        warnings.update(self.running.warnings)
         failed = {k: v for k, v in statuses.items() if v != GRADED}
         print(f"graded {len(statuses) - len(failed)} of {len(statuses)} submissions; gradebook: {gradebook}",
               file=sys.stderr)

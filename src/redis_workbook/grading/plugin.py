@@ -94,7 +94,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config.stash[KEY].finish()
+    grading = session.config.stash[KEY]
+    if exitstatus == pytest.ExitCode.INTERRUPTED and not grading.stopped and grading.local is None:
+        # stopped from outside (Ctrl-C, or SIGTERM: grade's interrupt, its fork server gone), not by the plugin
+        # itself (`stopped`, e.g. a Redis the learner's code took down): what ran is no grade
+        grading.infrastructure = "the grading process was stopped before it finished"
+    grading.finish()
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
