@@ -451,3 +451,22 @@ def test_a_fork_server_killed_mid_class_loses_no_grade(graded: GradedClass, tmp_
     assert "grading went on without its fork server" in stderr
     assert gradebook(out) == [row for row in gradebook(graded.out) if row["student_id"] in students]
     assert watcher.survivors() == []
+
+
+def test_a_copy_left_without_its_owner_is_removed_by_the_next_run(graded: GradedClass, tmp_path: Path) -> None:
+    """A private copy with no owner.pid (its removal raced with a folder made in it, and its reaper was killed)
+    is removed by the next grade once it is ten minutes old; a younger one may be a run starting: kept."""
+    old = Path(tempfile.mkdtemp(prefix="redis-workbook-grade-"))
+    young = Path(tempfile.mkdtemp(prefix="redis-workbook-grade-"))
+    try:
+        (old / "tmp-left").mkdir()
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        submitted = tmp_path / "submitted"
+        shutil.copytree(graded.submitted / "i_invalid_json", submitted / "i_invalid_json")
+        done = subprocess.run(grade_command(submitted, tmp_path / "out", graded.extra), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert not old.exists() and young.exists()
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(young, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 SUBMITTED_DIR is nbgrader's layout, `<student_id>/<assignment>/<notebook>.ipynb`.
 Each (student, assignment) is graded by its own trusted pytest process
-(`pytest -p redis_workbook.grading.plugin --submission ...`) with its own fresh
-Redis and a sandboxed worker for the notebook, so nothing one learner does
-reaches another's grade. It writes, per submission, OUT_DIR/<student>/<assignment>/
+(`pytest -p redis_workbook.grading.plugin --submission ...`, forked from a warm
+process that imported pytest once: forkserver.py) with its own fresh Redis and a
+sandboxed worker for the notebook, so nothing one learner does reaches another's
+grade. It writes, per submission, OUT_DIR/<student>/<assignment>/
 feedback.md then results.json (Gradescope's format, written atomically: a
 results.json that exists is complete), and at the end OUT_DIR/gradebook.csv,
 rebuilt from every results.json and sorted, with the columns
@@ -33,18 +34,19 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis_workbook.grading import intake, options, points, sandbox, shards
 from redis_workbook.grading.forkserver import ForkServer, ForkServerGone
-from redis_workbook.grading.options import UsageProblem
-from redis_workbook.grading.plugin import ADMIN_URL_ENV, PARENT_ENV
+from redis_workbook.grading.options import ADMIN_URL_ENV, PARENT_ENV, UsageProblem
 from redis_workbook.grading.results import (
     GRADED,
     NOT_GRADED,
@@ -65,6 +67,7 @@ from redis_workbook.server import reap_when_gone, stop_processes
 
 PRIVATE_PREFIX = "redis-workbook-grade-"
 LOG_TAIL = 3000
+STALE_S = 600.0  # a private copy without its owner.pid this long is a leftover
 GRACE_S = 120.0  # the grader's own work per submission (servers, checks) on top of the learner's time budget
 
 
@@ -110,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
         grader = points.grader_dir()
         known = points.assignments(grader)
         submitted, out, extra = _check_args(args)
-        args.sandbox = _sandbox_mode(args)
         shards.check_out(out, args.shard)
     except (UsageProblem, points.GraderNotFound, shards.ShardProblem) as exc:
         print(f"redis-workbook grade: {exc}", file=sys.stderr)
@@ -118,26 +120,34 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends grade like Ctrl-C, at any point
     # Ctrl-C too, however grade was started: `grade ... &` in a script and nohup hand it SIGINT ignored.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    suite = None
+    suite = running = None
     try:
         suite = Suite(grader, extra)
-        suite.start_fork_server()  # its imports overlap with reading the submissions and collecting the tests
+        suite.start_fork_server()  # its imports overlap with the sandbox's probe and reading the submissions
+        running = Running(suite.fork_server)
+        try:
+            args.sandbox = _sandbox_mode(args)
+        except UsageProblem as exc:
+            print(f"redis-workbook grade: {exc}", file=sys.stderr)
+            return 2
         jobs = discover(submitted, out, suite.root / "submissions", known)
         students = {job.student for job in jobs}
         if args.shard is not None:
             jobs = [job for job in jobs if shards.shard_of(job.student, args.shard[1]) == args.shard[0]]
-        problems = suite.preflight(sorted({j.assignment for j in jobs if j.assignment in known}))
+        problems = suite.preflight(sorted({j.assignment for j in jobs if j.assignment in known}), running)
         if problems:
             print("redis-workbook grade: the tests cannot grade anything yet:\n" + "\n".join(problems),
                   file=sys.stderr)
             return 2
         hide = [str(p) for p in (*points.secret_paths(grader), extra, submitted, out, suite.root, *args.hide)
                 if p is not None]
-        code = ClassRun(args, suite, known, hide).grade(jobs)
+        code = ClassRun(args, suite, known, hide, running).grade(jobs)
         if args.shard is not None and code != 130:  # finished (130: interrupted; a rerun resumes)
             shards.write_marker(out, args.shard, students, suite.fingerprint, [(j.student, j.assignment) for j in jobs])
         return code
     except KeyboardInterrupt:  # before grading started (reading the submissions, collecting the tests)
+        if running is not None:
+            running.stop_all()
         print("Interrupted before any submission was graded.", file=sys.stderr)
         return 130
     finally:
@@ -245,35 +255,36 @@ class Suite:
     def pytest_options(self) -> list[str]:
         return [*options.pytest_base(self.tests), "-c", str(self.tests / "pytest.ini")]
 
-    def preflight(self, assignments: list[str]) -> list[str]:
-        """Collect every test module once: syntax errors and tests without points stop the run up front."""
-        import pytest
-
-        from redis_workbook.grading.plugin import KEY
-
+    def preflight(self, assignments: list[str], running: Running) -> list[str]:
+        """Collect every test module once, in a grading process of its own: syntax errors and tests without
+        points stop the run up front, and the collected checks are what a refused submission fails."""
         modules = [str(m) for a in assignments for m in self.modules(a)]
         if not modules:
             return []
-        found: list[str] = []
+        with tempfile.TemporaryDirectory(dir=self.root) as work:
+            collected, log = Path(work) / "collected.json", Path(work) / "pytest.log"
+            log.touch()
+            process = running.start([*modules, "--collect-only", "-q", *self.pytest_options(),
+                                     "--results-json", str(collected)], self.environment(work), self.tests, log,
+                                    "redis-workbook grade: collecting the tests")
+            try:
+                code = process.wait()
+            finally:
+                running.done(process)
+            if not collected.exists():
+                tail = log.read_text(errors="replace")[-LOG_TAIL:].strip()
+                return [f"collecting {', '.join(modules)} failed (exit code {code}): {tail}"]
+            results = Results.read(collected)
+        for check in results.tests:
+            self.checks.setdefault(check.assignment, []).append(check)
+        return results.warnings
 
-        class Collector:
-            def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-                if report.failed:
-                    found.append(f"{report.nodeid}: {str(report.longrepr)[-1500:]}")
-
-            def pytest_collection_finish(self, session: pytest.Session) -> None:
-                found.extend(session.config.stash[KEY].warnings)
-                for outcome in session.config.stash[KEY].outcomes.values():
-                    checks.setdefault(outcome.assignment, []).append(outcome)
-
-        checks = self.checks
-        code = pytest.main([*modules, "--collect-only", "-p", "no:terminal", *self.pytest_options()],
-                           plugins=[Collector()])
-        if code == pytest.ExitCode.INTERRUPTED:
-            raise KeyboardInterrupt
-        if code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED) and not found:
-            found.append(f"collecting {', '.join(modules)} failed (pytest exit code {int(code)})")
-        return found
+    def environment(self, work: str) -> dict[str, str]:
+        """A grading pytest process's environment: this one's, the tests' copy, `work` as its temporary folder."""
+        return {**os.environ, points.GRADER_ENV: str(self.tests),
+                "TMPDIR": work,  # the submission's servers and sockets live in the run's private folder
+                # only the plugins grading names (-p): installed ones (anyio's, ...) cost 0.2 s CPU per submission
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
     def refused(self, assignment: str, problem: str) -> Results:
         """The results of a submission intake refused: every test failed with the problem, 0 points (as pytest's)."""
@@ -290,10 +301,16 @@ class Suite:
 
 
 def _remove_stale_copies() -> None:
-    """Private test copies left by a grade process that was killed (its pid is gone); only our own folders."""
+    """Private test copies left by a grade process that was killed (its pid is gone), or without an owner for
+    STALE_S (a copy's removal raced with a folder made in it, and its reaper was killed too); only our own."""
     for folder in Path(tempfile.gettempdir()).glob(PRIVATE_PREFIX + "*"):
         try:
-            if folder.lstat().st_uid != os.geteuid() or not folder.is_dir() or folder.is_symlink():
+            info = folder.lstat()
+            if info.st_uid != os.geteuid() or not stat.S_ISDIR(info.st_mode):
+                continue
+            if not (folder / "owner.pid").exists():  # a copy writes it right after making the folder
+                if time.time() - info.st_mtime > STALE_S:
+                    shutil.rmtree(folder, ignore_errors=True)
                 continue
             owner = int(intake.read_regular(folder / "owner.pid", 32))
             os.kill(owner, 0)
@@ -355,9 +372,9 @@ class Running:
 class ClassRun:
     """Grading one class: which jobs to do, running them, writing their files."""
 
-    def __init__(self, args: argparse.Namespace, suite: Suite, known: tuple[str, ...], hide: list[str]) -> None:
-        self.args, self.suite, self.known, self.hide = args, suite, known, hide
-        self.running = Running(suite.fork_server)
+    def __init__(self, args: argparse.Namespace, suite: Suite, known: tuple[str, ...], hide: list[str],
+                 running: Running) -> None:
+        self.args, self.suite, self.known, self.hide, self.running = args, suite, known, hide, running
         self.jobs = 1 if args.backend == "url" else args.jobs
         if args.backend == "url" and args.jobs > 1:
             print("--backend url: grading one submission at a time (they share that one Redis).", file=sys.stderr)
@@ -436,10 +453,7 @@ class ClassRun:
                          "--results-json", str(results_json), "--sandbox", args.sandbox,
                          *options.passed_on(args, "backend", "cell_timeout", "notebook_timeout", "call_timeout",
                                             "memory_mb", "submission_timeout"), *[f"--hide={p}" for p in self.hide]]
-            env = {**os.environ, points.GRADER_ENV: str(self.suite.tests),
-                   "TMPDIR": work,  # the submission's servers and sockets live in the run's private folder
-                   # only the plugins grading names (-p): installed ones (anyio's, ...) cost 0.2 s CPU per submission
-                   "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+            env = self.suite.environment(work)
             if args.redis_url:
                 env[ADMIN_URL_ENV] = args.redis_url  # in the environment, not on a command line others can read
             with open(log_path, "wb+") as log:

@@ -15,6 +15,10 @@ from typing import Any
 
 from redis_workbook.grading import backends, workerprocess
 
+# What a command hands the plugin's pytest process in its environment, not on a command line others can read.
+ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"  # --redis-url, with its password
+PARENT_ENV = "REDIS_WORKBOOK_PARENT_PID"  # the process whose death ends the grading process
+
 
 class UsageProblem(Exception):
     """Bad arguments or input from the person running a command: one line, exit code 2."""

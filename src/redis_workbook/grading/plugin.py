@@ -30,10 +30,9 @@ import redis
 
 from redis_workbook.grading import backends, options, points, remote, sandbox, submission, timings, workerprocess
 from redis_workbook.grading.enclosure import Enclosure, SandboxUnavailable
+from redis_workbook.grading.options import ADMIN_URL_ENV, PARENT_ENV
 from redis_workbook.grading.results import Check, NotebookRun, Results, write_json_atomic
 
-ADMIN_URL_ENV = "REDIS_WORKBOOK_ADMIN_URL"
-PARENT_ENV = "REDIS_WORKBOOK_PARENT_PID"
 MESSAGE_LIMIT = 4000
 ADMIN_TIMEOUT_S = 30  # the grader's own commands: a Redis kept busy by learner code must not hang the checks
 KEY = pytest.StashKey["Grading"]()
@@ -59,6 +58,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[KEY] = Grading(config)
+    config.pluginmanager.register(config.stash[KEY], "redis-workbook-grading")  # its own hooks (collection)
     config.stash[KEY].timeline.mark("python and pytest start-up")
     if parent := os.environ.get(PARENT_ENV):
         from redis_workbook.server import die_with_parent
@@ -67,11 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if str(os.getppid()) != parent:
             raise SystemExit(3)
     if config.getoption("submission") and hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt  # pytest then finishes the session: the worker and Redis are stopped
+        signal.signal(signal.SIGTERM, config.stash[KEY].interrupt)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -94,12 +90,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    grading = session.config.stash[KEY]
-    if exitstatus == pytest.ExitCode.INTERRUPTED and not grading.stopped and grading.local is None:
-        # stopped from outside (Ctrl-C, or SIGTERM: grade's interrupt, its fork server gone), not by the plugin
-        # itself (`stopped`, e.g. a Redis the learner's code took down): what ran is no grade
-        grading.infrastructure = "the grading process was stopped before it finished"
-    grading.finish()
+    session.config.stash[KEY].finish()
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -163,6 +154,11 @@ class Grading:
         self.timeline = timings.Timeline()  # where the time goes (bench --grading), when asked for
 
     # ------------------------------------------------------------------ collection
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A grader's test module that cannot be collected: a warning (`grade` stops on it before grading)."""
+        if report.failed:
+            self.warnings.append(f"{report.nodeid}: {str(report.longrepr)[-1500:]}")
+
     def score_items(self, items: list[pytest.Item]) -> None:
         """Points per collected test from the nearest points.toml; parametrized cases share their test's points."""
         tables: dict[Path, dict[str, dict[str, float]]] = {}
@@ -343,6 +339,11 @@ class Grading:
             self.infrastructure = what
 
     # ------------------------------------------------------------------ end
+    def interrupt(self, *_: object) -> None:
+        """SIGTERM (grade's interrupt, or its fork server gone): the session ends, what ran is no grade."""
+        self.infrastructure = self.infrastructure or "the grading process was stopped before it finished"
+        raise KeyboardInterrupt  # pytest then finishes the session: the worker and Redis are stopped
+
     def finish(self) -> None:
         self.timeline.mark("checks")
         cpu = self._cpu() if self.timeline.path else {}
