@@ -107,22 +107,37 @@ def call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def expect_error(what: str, fn: Callable[..., Any], *args: Any,
-                 kinds: tuple[type[BaseException], ...] = (ValueError, TypeError), **kwargs: Any) -> BaseException:
-    """Bad input must raise one of `kinds` with a message; returns the exception."""
+                 kinds: tuple[type[BaseException], ...] = (ValueError, TypeError), hint: str | None = None,
+                 state: Callable[[], object] | None = None, **kwargs: Any) -> BaseException:
+    """Bad input must raise one of `kinds` with a message; returns the exception.
+
+    `hint`: how to refuse this input, shown when the function returns or raises another error instead.
+    `state`: what the function writes, in words (`lambda: f"VCARD {...}"`): shown with what it returned when it
+    does not refuse, and it must read the same after the refusal as before the call.
+    """
     names = " or ".join(k.__name__ for k in kinds)
+    before = None if state is None else str(state())
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         error = exc
     else:
-        fail(f"`{what}` should refuse this input with {names}.", expected=names, got=f"returned {show(result)}",
-             hint="Validate the arguments before doing any work.")
+        fail(f"`{what}` should refuse this input with {names}.", expected=names,
+             got=f"returned {show(result)}" + ("" if state is None else f", {state()}"),
+             hint=hint or "Validate the arguments before doing any work.")
     if isinstance(error, NotImplementedError):
         fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).", hint=NOT_WRITTEN_HINT)
     if not isinstance(error, kinds):
         fail(f"`{what}` should refuse this input with {names}.", expected=names,
              got=f"{type(error).__name__}: {str(error)[:300]}",
-             hint="Check the arguments yourself before using them, and raise a clear error naming the argument.")
+             hint=hint or "Check the arguments yourself before using them, and raise a clear error naming the "
+                          "argument.")
+    after = None if state is None else str(state())
+    if after != before:
+        fail(f"`{what}` refused bad input, but only after writing: nothing may be written before the input is checked.",
+             expected=f"{before}, as before the call", got=after,
+             hint="Check the input before the first write: commands queued in a pipeline that is executed after "
+                  "the checks (and the loop that queues them) are never sent when one fails.")
     if not str(error).strip():
         fail(f"`{what}` raised {type(error).__name__} without a message.", expected="a message naming the "
              "argument and what was expected", hint=f"raise {type(error).__name__}(\"... must be ..., got ...\")")
