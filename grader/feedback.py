@@ -419,21 +419,44 @@ def check_nearest_set(got: object, ranking: list[tuple[str, float]], k: int, wha
     return ids
 
 
-def check_id_list(got: object, what: str) -> list[str]:
+@dataclass(frozen=True)
+class Listed:
+    """What a function returns a list of, in the words its failures use (check_id_list)."""
+
+    one: str  # "an id": the noun with its article
+    many: str  # "product ids": what the list holds
+    example: str  # a right answer's start
+    prefix: str  # the key prefix a learner returns by mistake
+    key_hint: str  # how to return the thing instead of its key
+    decode: str = "them"  # what to `.decode()`
+
+    @property
+    def noun(self) -> str:
+        return self.one.split(" ", 1)[1]
+
+
+PRODUCT_IDS = Listed("an id", "product ids", "['12', '7', ...]", "product:",
+                     "Strip the prefix: the key `product:42` has the id `'42'`.")
+
+
+def check_id_list(got: object, what: str, listed: Listed = PRODUCT_IDS) -> list[str]:
+    """got must be a list of str (product ids unless `listed` says otherwise), not bytes, pairs or keys."""
+    noun = listed.noun
     if not isinstance(got, list):
-        fail(f"`{what}` must return a list of product ids.", expected="list[str]",
+        fail(f"`{what}` must return a list of {listed.many}.", expected="list[str]",
              got=f"{type(got).__name__}: {show(got, 200)}")
     for item in got:
         if isinstance(item, bytes):
-            fail(f"`{what}` returned ids as bytes.", expected="str", got=show(item),
-                 hint="Redis replies are bytes on a binary-safe client: `.decode()` them.")
+            fail(f"`{what}` returned {noun}s as bytes.", expected="str", got=show(item),
+                 hint=f"Redis replies are bytes on a binary-safe client: `.decode()` {listed.decode}.")
         if isinstance(item, tuple):
-            fail(f"`{what}` must return ids only, not (id, score) pairs.", expected="['12', '7', ...]", got=got)
+            fail(f"`{what}` must return {noun}s only, not ({noun}, score) pairs.", expected=listed.example,
+                 got=show(got, 300))
         if not isinstance(item, str):
-            fail(f"`{what}` returned an id of type {type(item).__name__}.", expected="str", got=show(item))
-        if item.startswith("product:"):
-            fail(f"`{what}` returned keys, not ids.", expected=repr(item[len('product:'):]), got=repr(item),
-                 hint="Strip the prefix: the key `product:42` has the id `'42'`.")
+            fail(f"`{what}` returned {listed.one} of type {type(item).__name__}.", expected="str", got=show(item))
+        if item.startswith(listed.prefix):
+            fail(f"`{what}` returned keys, not {noun}s.", expected=repr(item[len(listed.prefix):]), got=repr(item),
+                 hint=listed.key_hint)
     return list(got)  # type: ignore[arg-type]
 
 
