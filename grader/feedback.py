@@ -107,22 +107,37 @@ def call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def expect_error(what: str, fn: Callable[..., Any], *args: Any,
-                 kinds: tuple[type[BaseException], ...] = (ValueError, TypeError), **kwargs: Any) -> BaseException:
-    """Bad input must raise one of `kinds` with a message; returns the exception."""
+                 kinds: tuple[type[BaseException], ...] = (ValueError, TypeError), hint: str | None = None,
+                 state: Callable[[], object] | None = None, **kwargs: Any) -> BaseException:
+    """Bad input must raise one of `kinds` with a message; returns the exception.
+
+    `hint`: how to refuse this input, shown when the function returns or raises another error instead.
+    `state`: what the function writes, in words (`lambda: f"VCARD {...}"`): shown with what it returned when it
+    does not refuse, and it must read the same after the refusal as before the call.
+    """
     names = " or ".join(k.__name__ for k in kinds)
+    before = None if state is None else str(state())
     try:
         result = fn(*args, **kwargs)
     except Exception as exc:
         error = exc
     else:
-        fail(f"`{what}` should refuse this input with {names}.", expected=names, got=f"returned {show(result)}",
-             hint="Validate the arguments before doing any work.")
+        fail(f"`{what}` should refuse this input with {names}.", expected=names,
+             got=f"returned {show(result)}" + ("" if state is None else f", {state()}"),
+             hint=hint or "Validate the arguments before doing any work.")
     if isinstance(error, NotImplementedError):
         fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).", hint=NOT_WRITTEN_HINT)
     if not isinstance(error, kinds):
         fail(f"`{what}` should refuse this input with {names}.", expected=names,
              got=f"{type(error).__name__}: {str(error)[:300]}",
-             hint="Check the arguments yourself before using them, and raise a clear error naming the argument.")
+             hint=hint or "Check the arguments yourself before using them, and raise a clear error naming the "
+                          "argument.")
+    after = None if state is None else str(state())
+    if after != before:
+        fail(f"`{what}` refused bad input, but only after writing: nothing may be written before the input is checked.",
+             expected=f"{before}, as before the call", got=after,
+             hint="Check the input before the first write: commands queued in a pipeline that is executed after "
+                  "the checks (and the loop that queues them) are never sent when one fails.")
     if not str(error).strip():
         fail(f"`{what}` raised {type(error).__name__} without a message.", expected="a message naming the "
              "argument and what was expected", hint=f"raise {type(error).__name__}(\"... must be ..., got ...\")")
@@ -404,21 +419,44 @@ def check_nearest_set(got: object, ranking: list[tuple[str, float]], k: int, wha
     return ids
 
 
-def check_id_list(got: object, what: str) -> list[str]:
+@dataclass(frozen=True)
+class Listed:
+    """What a function returns a list of, in the words its failures use (check_id_list)."""
+
+    one: str  # "an id": the noun with its article
+    many: str  # "product ids": what the list holds
+    example: str  # a right answer's start
+    prefix: str  # the key prefix a learner returns by mistake
+    key_hint: str  # how to return the thing instead of its key
+    decode: str = "them"  # what to `.decode()`
+
+    @property
+    def noun(self) -> str:
+        return self.one.split(" ", 1)[1]
+
+
+PRODUCT_IDS = Listed("an id", "product ids", "['12', '7', ...]", "product:",
+                     "Strip the prefix: the key `product:42` has the id `'42'`.")
+
+
+def check_id_list(got: object, what: str, listed: Listed = PRODUCT_IDS) -> list[str]:
+    """got must be a list of str (product ids unless `listed` says otherwise), not bytes, pairs or keys."""
+    noun = listed.noun
     if not isinstance(got, list):
-        fail(f"`{what}` must return a list of product ids.", expected="list[str]",
+        fail(f"`{what}` must return a list of {listed.many}.", expected="list[str]",
              got=f"{type(got).__name__}: {show(got, 200)}")
     for item in got:
         if isinstance(item, bytes):
-            fail(f"`{what}` returned ids as bytes.", expected="str", got=show(item),
-                 hint="Redis replies are bytes on a binary-safe client: `.decode()` them.")
+            fail(f"`{what}` returned {noun}s as bytes.", expected="str", got=show(item),
+                 hint=f"Redis replies are bytes on a binary-safe client: `.decode()` {listed.decode}.")
         if isinstance(item, tuple):
-            fail(f"`{what}` must return ids only, not (id, score) pairs.", expected="['12', '7', ...]", got=got)
+            fail(f"`{what}` must return {noun}s only, not ({noun}, score) pairs.", expected=listed.example,
+                 got=show(got, 300))
         if not isinstance(item, str):
-            fail(f"`{what}` returned an id of type {type(item).__name__}.", expected="str", got=show(item))
-        if item.startswith("product:"):
-            fail(f"`{what}` returned keys, not ids.", expected=repr(item[len('product:'):]), got=repr(item),
-                 hint="Strip the prefix: the key `product:42` has the id `'42'`.")
+            fail(f"`{what}` returned {listed.one} of type {type(item).__name__}.", expected="str", got=show(item))
+        if item.startswith(listed.prefix):
+            fail(f"`{what}` returned keys, not {noun}s.", expected=repr(item[len(listed.prefix):]), got=repr(item),
+                 hint=listed.key_hint)
     return list(got)  # type: ignore[arg-type]
 
 

@@ -12,8 +12,10 @@ import reference
 from feedback import (
     LIMIT_HINT,
     NOT_WRITTEN_HINT,
+    Listed,
     ShippedModel,
     call,
+    check_id_list,
     check_ranked,
     cosine_distances,
     expect_error,
@@ -153,6 +155,8 @@ PUNCTUATED = ("What does @embedding:[VECTOR_RANGE 0.2 $vec] do?", "Redis: RDB vs
               "Why use FLAT (brute force) search?", "HNSW's EF_RUNTIME default?", "Aperture f/2.8 vs 1/500s shutter?",
               "LPUSH + LTRIM -> capped list?", "JSON {documents} vs hashes?")
 NO_WORDS = "~%*|-?!"
+URLS = Listed("a url", "urls", "['https://...', ...]", "post:",
+              "Return the `url` field (RETURN 1 url), not the document's key.", decode="the url field")
 WORDS_HINT = ("Turn the question into a query: its words (`re.findall(r\"\\w+\", question.lower())`), without the "
               "stop words in STOPWORDS, OR-ed: `\" | \".join(words)`; no words, no query: return [].")
 
@@ -160,25 +164,6 @@ WORDS_HINT = ("Turn the question into a query: its words (`re.findall(r\"\\w+\",
 def loaded_posts(r: redis.Redis) -> None:
     posts, vectors = shipped_posts()
     load_reference_posts(r, posts, vectors)
-
-
-def url_list(got: object, what: str) -> list[str]:
-    if not isinstance(got, list):
-        fail(f"`{what}` must return a list of urls.", expected="list[str]",
-             got=f"{type(got).__name__}: {show(got, 200)}")
-    for item in got:
-        if isinstance(item, bytes):
-            fail(f"`{what}` returned urls as bytes.", expected="str", got=show(item),
-                 hint="Redis replies are bytes on a binary-safe client: `.decode()` the url field.")
-        if isinstance(item, tuple):
-            fail(f"`{what}` must return urls only, not (url, score) pairs.", expected="['https://...', ...]",
-                 got=show(got, 300))
-        if not isinstance(item, str):
-            fail(f"`{what}` returned a url of type {type(item).__name__}.", expected="str", got=show(item))
-        if item.startswith("post:"):
-            fail(f"`{what}` returned keys, not urls.", expected=repr(item[len("post:"):]), got=repr(item),
-                 hint="Return the `url` field (RETURN 1 url), not the document's key.")
-    return list(got)  # type: ignore[arg-type]
 
 
 def alternatives(r: redis.Redis, question: str, k: int, scorer: str) -> dict[str, list[str]]:
@@ -209,7 +194,7 @@ def check_text_ranking(r: redis.Redis, got: object, question: str, k: int, what:
     any_scorer: the check is about something else (LIMIT, stop words, punctuation), so a ranking by another
     scorer passes too: a scorer mistake costs only the check that asks for the scorer.
     """
-    urls = url_list(got, what)
+    urls = check_id_list(got, what, URLS)
     if len(set(urls)) != len(urls):
         fail(f"`{what}` returned the same url twice.", got=urls)
     tried = (scorer, *(other for other in ("TFIDF", "BM25", "BM25STD") if other != scorer)) if any_scorer else (scorer,)

@@ -21,6 +21,7 @@ from feedback import (
     check_id_list,
     check_nearest_set,
     endswith_case,
+    expect_error,
     fail,
     show,
     snapshot,
@@ -156,22 +157,11 @@ def test_load_vector_set_refuses_mismatched_lengths_and_writes_nothing(nb, r: re
     before = snapshot(r)
     for what, args in ((f"load_vector_set(r, {LOADED!r}, ids[:10], vectors[:9])", (ids[:10], vectors[:9])),
                        (f"load_vector_set(r, {LOADED!r}, ids[:9], vectors[:10])", (ids[:9], vectors[:10]))):
-        try:
-            result = nb.load_vector_set(r, LOADED, *args)
-        except ValueError as exc:
-            if not str(exc).strip():
-                fail(f"`{what}` raised ValueError without a message.", hint="Say what does not match.")
-        except NotImplementedError:
-            fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).")
-        except Exception as exc:
-            fail(f"`{what}` should raise ValueError: the ids and the vectors do not pair up.", expected="ValueError",
-                 got=f"{type(exc).__name__}: {str(exc)[:300]}",
-                 hint="`zip(ids, vectors, strict=True)` raises ValueError when the lengths differ.")
-        else:
-            fail(f"`{what}` should raise ValueError: the ids and the vectors do not pair up.", expected="ValueError",
-                 got=f"returned {show(result)}, VCARD {raw(r, 'VCARD', LOADED)}",
-                 hint="A plain zip() stops at the shorter input and loads the rest silently: use "
-                      "`zip(ids, vectors, strict=True)`, before anything is sent.")
+        expect_error(what, nb.load_vector_set, r, LOADED, *args, kinds=(ValueError,),
+                     state=lambda: f"VCARD {raw(r, 'VCARD', LOADED)}",
+                     hint="The ids and the vectors do not pair up. A plain zip() stops at the shorter input and loads "
+                          "the rest silently: `zip(ids, vectors, strict=True)` raises ValueError when the lengths "
+                          "differ, before anything is sent.")
         assert_unchanged(before, snapshot(r), what)
     what = f"load_vector_set(r, {LOADED!r}, ids[:3], vectors[:3])"
     added = call(what, nb.load_vector_set, r, LOADED, ids[:3], vectors[:3])

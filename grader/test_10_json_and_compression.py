@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 import reference
-from feedback import Catalog, assert_unchanged, call, fail, show, snapshot, works_first
+from feedback import Catalog, assert_unchanged, call, expect_error, fail, show, snapshot, works_first
 
 from redis_workbook.report import as_text, field_attributes, ft_info, index_report
 
@@ -79,29 +79,20 @@ def test_load_products_json_writes_documents_with_float_arrays(nb, r: redis.Redi
                  hint="Return how many JSON.SET commands you sent (or len() of the pipeline's replies).")
 
 
+def documents_written(r: redis.Redis) -> str:
+    return f"{len(list(r.scan_iter(match=f'{DEFAULT_PREFIX}*', count=1000)))} documents written"
+
+
 def test_load_products_json_refuses_mismatched_lengths_and_writes_nothing(nb, r: redis.Redis,
                                                                           shipped_products: Catalog) -> None:
     products, vectors = shipped_products.products, shipped_products.vectors
     before = snapshot(r)
     for what, args in (("load_products_json(r, products[:10], embeddings[:9])", (products[:10], vectors[:9])),
                        ("load_products_json(r, products[:9], embeddings[:10])", (products[:9], vectors[:10]))):
-        try:
-            result = nb.load_products_json(r, *args)
-        except ValueError as exc:
-            if not str(exc).strip():
-                fail(f"`{what}` raised ValueError without a message.", hint="Say what does not match.")
-        except NotImplementedError:
-            fail(f"`{what}`: the function is not written yet (it raises NotImplementedError).")
-        except Exception as exc:
-            fail(f"`{what}` should raise ValueError: the products and the embeddings do not pair up.",
-                 expected="ValueError", got=f"{type(exc).__name__}: {str(exc)[:300]}",
-                 hint="`zip(products, embeddings, strict=True)` raises ValueError when the lengths differ.")
-        else:
-            written = len(list(r.scan_iter(match=f"{DEFAULT_PREFIX}*", count=1000)))
-            fail(f"`{what}` should raise ValueError: the products and the embeddings do not pair up.",
-                 expected="ValueError", got=f"returned {show(result)}, {written} documents written",
-                 hint="A plain zip() stops at the shorter input and loads the rest silently: use "
-                      "`zip(products, embeddings, strict=True)`; a pipeline sends nothing before execute().")
+        expect_error(what, nb.load_products_json, r, *args, kinds=(ValueError,), state=lambda: documents_written(r),
+                     hint="The products and the embeddings do not pair up. A plain zip() stops at the shorter input "
+                          "and loads the rest silently: `zip(products, embeddings, strict=True)` raises ValueError "
+                          "when the lengths differ; a pipeline sends nothing before execute().")
         assert_unchanged(before, snapshot(r), what)
     what = "load_products_json(r, products[:3], embeddings[:3])"
     written = call(what, nb.load_products_json, r, products[:3], vectors[:3])
