@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from redis_workbook.grading import intake, options, points, sandbox, shards
-from redis_workbook.grading.forkserver import ForkServer, ForkServerGone
+from redis_workbook.grading.forkserver import Forked, ForkServer, ForkServerGone
 from redis_workbook.grading.options import ADMIN_URL_ENV, PARENT_ENV, UsageProblem
 from redis_workbook.grading.results import (
     GRADED,
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         suite = Suite(grader, extra)
         suite.start_fork_server()  # its imports overlap with the sandbox's probe and reading the submissions
-        running = Running(suite.fork_server)
+        running = Running(suite.fork_server, suite.fork_server_problem)
         try:
             args.sandbox = _sandbox_mode(args)
         except UsageProblem as exc:
@@ -228,11 +228,15 @@ class Suite:
         self.fingerprint = digest.hexdigest()[:16]
         self.checks: dict[str, list[Check]] = {}  # assignment -> its tests as collected (not run yet)
         self.fork_server: ForkServer | None = None
+        self.fork_server_problem: str | None = None
 
     def start_fork_server(self) -> None:
         """The warm process that forks each submission's pytest (forkserver.py); started here, from the main
         thread, before any other thread exists."""
-        self.fork_server = ForkServer(self.tests, dict(os.environ), self.root / "fork-server.log")
+        try:
+            self.fork_server = ForkServer(self.tests, dict(os.environ), self.root / "fork-server.log")
+        except OSError as exc:  # grading goes on, a process started per submission (Running says so)
+            self.fork_server_problem = f"the fork server could not start: {exc}"
 
     @staticmethod
     def _copy(source: Path, target: Path) -> Path:
@@ -327,14 +331,15 @@ class Running:
     process is started as `python -m pytest` instead, exactly as the server's child would run it (with a warning).
     """
 
-    def __init__(self, server: ForkServer | None) -> None:
+    def __init__(self, server: ForkServer | None, problem: str | None = None) -> None:
         self.lock = threading.Lock()
-        self.processes: set = set()  # subprocess.Popen or forkserver.Forked: both wait, poll and stop alike
+        self.processes: set[subprocess.Popen | Forked] = set()  # both wait, poll and stop alike
         self.stopping = threading.Event()
         self.server = server
-        self.warnings: list[str] = []
+        self.warnings = [f"grading went on without its fork server, a little slower ({problem})"] if problem else []
 
-    def start(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str) -> subprocess.Popen:
+    def start(self, args: list[str], env: dict[str, str], cwd: Path, log: Path,
+              title: str) -> subprocess.Popen | Forked:
         """A grading process running pytest with `args`, its output appended to `log`; `ps` shows `title`."""
         if self.stopping.is_set():
             raise KeyboardInterrupt
@@ -358,7 +363,7 @@ class Running:
                 raise KeyboardInterrupt
             return process
 
-    def done(self, process: subprocess.Popen) -> None:
+    def done(self, process: subprocess.Popen | Forked) -> None:
         with self.lock:
             self.processes.discard(process)
 
