@@ -97,9 +97,21 @@ def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
     assert res["knn_vs_numpy"] == pytest.approx(res["knn_numpy_ms"] / res["knn_p50_ms"])
     assert res["memory_rule_bytes_per_vector"] == pytest.approx(384 * 4 * 1.3)
     loads = {(load["loader"], load["index"]): load["n"] for load in res["loads"]}
-    assert loads[("bulk", "idx:bench:hnsw")] == loads[("redisvl", "idx:bench-redisvl:flat")] == 10_000
+    assert loads[("bulk", "idx:bench:hnsw")] == loads[("bulk", "idx:bench:flat")] == 10_000
     assert loads[("redisvl", "idx:bench-redisvl:hnsw")] == res["load_naive_n"]
     assert loads[("naive", "idx:bench-naive:hnsw")] == loads[("bulk", "idx:bench-subset:hnsw")] == res["load_naive_n"]
+    # the FLAT race: each loader timed load_rounds times; rates are medians, the ratios theirs
+    race = res["flat_load_race"]
+    assert set(race) == {"bulk", "redisvl", "pipeline"} and res["flat_load_rounds"] == 5
+    for loader, figures in race.items():
+        assert len(figures["per_s"]) == 5 and figures["median_per_s"] == sorted(figures["per_s"])[2], loader
+        assert figures["client_us_per_vector"] > 0 and figures["server_us_per_vector"] > 0, loader
+    assert res["flat_load_vectors_per_s"] == race["bulk"]["median_per_s"]
+    for peer in ("redisvl", "pipeline"):
+        assert res[f"flat_load_{peer}_vectors_per_s"] == race[peer]["median_per_s"]
+        assert res[f"flat_load_vs_{peer}"] == pytest.approx(race["bulk"]["median_per_s"] / race[peer]["median_per_s"])
+        low, high = res[f"flat_load_vs_{peer}_range"]
+        assert 0 < low <= high
 
 
 def test_quick_run_figures_agree_with_what_must_be_true(quick: tuple[dict, str]) -> None:
@@ -221,6 +233,19 @@ def test_the_four_loaders_store_the_same_bytes(r: redis.Redis) -> None:
         assert int(ft_info(r, spec.name)["num_docs"]) == 30
     assert stored["bulk"] == stored["naive"] == stored["redisvl"] == stored["pipeline"]
     assert stored["bulk"][b"7"] == {b"id": b"7", b"category": b"c7", b"embedding": matrix[7].tobytes()}
+
+
+def test_load_race_times_each_loader_each_round_into_the_same_index(r: redis.Redis) -> None:
+    matrix, records = perf.unit_vectors(40, 8), perf.bench_records(40)
+    spec = perf.bench_index(8, "FLAT", "race")
+    runs = perf.load_race(r, spec, records, matrix, ["bulk", "pipeline", "redisvl"], rounds=2)
+    assert {loader: [(load.n, load.index) for load in loads] for loader, loads in runs.items()} == {
+        loader: [(40, spec.name)] * 2 for loader in ("bulk", "pipeline", "redisvl")}
+    assert all(load.seconds > 0 and load.client_cpu_seconds >= 0 for loads in runs.values() for load in loads)
+    assert r.execute_command("FT._LIST") == [spec.name.encode()] and r.dbsize() == 40  # one index, emptied each time
+    assert int(ft_info(r, spec.name)["num_docs"]) == 40
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        perf.load_race(r, spec, records, matrix, ["bulk"], rounds=0)
 
 
 def test_queries_return_the_rows_redis_found_in_both_protocols(redis_server, r: redis.Redis) -> None:  # noqa: ANN001

@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +37,8 @@ QUICK_SWEEP_PAST_TARGET = 2
 # --quick loads only the default, Q8, to stay under a minute.
 FULL_VSETS, QUICK_VSETS = ("Q8", "NOQUANT"), ("Q8",)
 BATCH = 100
+# The FLAT load race (perf.load_race): each of write_hashes, RedisVL and a plain pipeline this many times.
+LOAD_ROUNDS = 5
 
 # key -> (comparison, threshold): the project's targets for the full run on the 2-core dev machine (README, Benchmark).
 TARGETS = {
@@ -82,6 +85,7 @@ class Plan:
     vsets: tuple[str, ...] = FULL_VSETS
     redisvl_hnsw_n: int | None = None  # RedisVL's load into HNSW on this many vectors (None: all n)
     sweep_past_target: int | None = None  # see perf.recall_sweep
+    load_rounds: int = LOAD_ROUNDS
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -178,24 +182,63 @@ class Bench:
         return result
 
     def peers(self, algorithm: str, bulk: perf.LoadResult) -> dict[str, float]:
-        """RedisVL on all vectors (into HNSW with --quick: on naive_n); the naive loop on naive_n; each against
-        write_hashes on those same vectors.
+        """RedisVL on all vectors (into HNSW with --quick: on naive_n) and the naive peer, each against write_hashes
+        on those same vectors.
 
         Each load gets an index of its own and nothing is dropped until the end: dropping an index
         frees it on a background thread and wakes the fork GC, which would steal CPU from the next load.
         """
-        def spec(tag: str) -> IndexSpec:
-            return perf.bench_index(self.plan.dim, algorithm, f"bench-{tag}")
-
         m = self.plan.naive_n
         subset = algorithm == "HNSW" and self.plan.redisvl_hnsw_n == m and m < self.plan.n
-        redisvl = self.load(spec("redisvl"), "redisvl", m if subset else self.plan.n, "RedisVL SearchIndex.load")
-        naive = self.load(spec("naive"), "naive", m, "one HSET per round trip")
-        same = bulk if m == self.plan.n else self.load(spec("subset"), "bulk", m, "write_hashes (the naive's vectors)")
+        redisvl = self.load(perf.bench_index(self.plan.dim, algorithm, "bench-redisvl"), "redisvl",
+                            m if subset else self.plan.n, "RedisVL SearchIndex.load")
+        naive, same = self.naive(algorithm, bulk)
         ours = same if subset else bulk
         return {"redisvl_per_s": redisvl.per_s, "vs_redisvl": ours.per_s / redisvl.per_s, "redisvl_n": redisvl.n,
                 "bulk_per_s": ours.per_s, "naive_per_s": naive.per_s, "naive_n": m, "naive_bulk_per_s": same.per_s,
                 "vs_naive": same.per_s / naive.per_s}
+
+    def naive(self, algorithm: str, bulk: perf.LoadResult) -> tuple[perf.LoadResult, perf.LoadResult]:
+        """One HSET per round trip on naive_n vectors, and write_hashes on the same ones (`bulk` when that is all)."""
+        def spec(tag: str) -> IndexSpec:
+            return perf.bench_index(self.plan.dim, algorithm, f"bench-{tag}")
+
+        m = self.plan.naive_n
+        naive = self.load(spec("naive"), "naive", m, "one HSET per round trip")
+        same = bulk if m == self.plan.n else self.load(spec("subset"), "bulk", m, "write_hashes (the naive's vectors)")
+        return naive, same
+
+    def race(self) -> dict[str, object]:
+        """write_hashes, RedisVL and a plain redis-py pipeline into FLAT, where the client matters (perf.load_race).
+
+        The rate of each is the median of its timed loads; the spread is their range, and the range of the
+        ratios taken round by round (loads next to each other in time saw the same machine).
+        """
+        rounds, names = self.plan.load_rounds, {"bulk": "write_hashes", "redisvl": "RedisVL", "pipeline": "pipeline"}
+        spec = perf.bench_index(self.plan.dim, "FLAT", "bench-race")
+        self.say(f"loading {self.plan.n:,} vectors into {spec.name} with {', '.join(names.values())}: "
+                 f"{rounds} times each in rotating order, after one untimed load...")
+        runs = perf.load_race(self.r, spec, self.data.records, self.data.matrix, list(names), rounds)
+        race = {loader: {"per_s": [load.per_s for load in loads],
+                         "median_per_s": statistics.median(load.per_s for load in loads),
+                         "client_us_per_vector": median_us(load.client_cpu_seconds / load.n for load in loads),
+                         "server_us_per_vector": median_us(load.server_cpu_seconds / load.n for load in loads)}
+                for loader, loads in runs.items()}
+        for loader, figures in race.items():
+            self.say(f"  {names[loader]}: median {figures['median_per_s']:,.0f} vectors/s "
+                     f"({min(figures['per_s']):,.0f}-{max(figures['per_s']):,.0f}); CPU per vector: "
+                     f"Python {figures['client_us_per_vector']:.1f} us, Redis {figures['server_us_per_vector']:.1f} us")
+        bulk, wall = runs["bulk"], sum(load.seconds for load in runs["bulk"])
+        out: dict[str, object] = {
+            "flat_load_rounds": rounds, "flat_load_race": race, "flat_load_vectors_per_s": race["bulk"]["median_per_s"],
+            "flat_load_client_cpu_share": sum(load.client_cpu_seconds for load in bulk) / wall,
+            "flat_load_server_cpu_share": sum(load.server_cpu_seconds for load in bulk) / wall}
+        for peer in ("redisvl", "pipeline"):
+            per_round = [ours.per_s / theirs.per_s for ours, theirs in zip(bulk, runs[peer])]
+            out |= {f"flat_load_{peer}_vectors_per_s": race[peer]["median_per_s"],
+                    f"flat_load_vs_{peer}": race["bulk"]["median_per_s"] / race[peer]["median_per_s"],
+                    f"flat_load_vs_{peer}_range": [min(per_round), max(per_round)]}
+        return out
 
     def hnsw(self) -> dict[str, object]:
         r, plan, data = self.r, self.plan, self.data
@@ -256,20 +299,13 @@ class Bench:
         run = perf.time_queries(self.r, spec, self.data.queries)
         batch = perf.time_batch(self.r, spec, self.data.queries[:BATCH])
         numpy_batch = perf.time_numpy_batch(self.data.matrix, self.data.queries[:BATCH])
-        peers = self.peers("FLAT", bulk)
-        pipeline = self.load(perf.bench_index(self.plan.dim, "FLAT", "bench-pipeline"), "pipeline", self.plan.n,
-                             "a plain redis-py pipeline")
-        return {"flat_vs_numpy": run.p50_ms / self.numpy_ms, "flat_batch100_ms": batch * 1e3,
-                "numpy_batch100_ms": numpy_batch * 1e3, "batch100_vs_numpy_batch": batch / numpy_batch,
-                "flat_load_vs_pipeline": bulk.per_s / pipeline.per_s,
-                "flat_load_pipeline_vectors_per_s": pipeline.per_s,
-                "flat_p50_ms": run.p50_ms, "flat_p99_ms": run.p99_ms, "flat_recall_at_10": run.recall(self.data.exact),
-                "flat_load_vectors_per_s": bulk.per_s, "flat_load_client_cpu_share": bulk.share("client_cpu"),
-                "flat_load_server_cpu_share": bulk.share("server_cpu"),
-                "flat_load_vs_redisvl": peers["vs_redisvl"],
-                "flat_load_redisvl_vectors_per_s": peers["redisvl_per_s"],
-                "flat_load_vs_naive": peers["vs_naive"], "flat_load_naive_vectors_per_s": peers["naive_per_s"],
-                "flat_load_naive_bulk_vectors_per_s": peers["naive_bulk_per_s"]}
+        naive, same = self.naive("FLAT", bulk)
+        return self.race() | {
+            "flat_vs_numpy": run.p50_ms / self.numpy_ms, "flat_batch100_ms": batch * 1e3,
+            "numpy_batch100_ms": numpy_batch * 1e3, "batch100_vs_numpy_batch": batch / numpy_batch,
+            "flat_p50_ms": run.p50_ms, "flat_p99_ms": run.p99_ms, "flat_recall_at_10": run.recall(self.data.exact),
+            "flat_load_vs_naive": same.per_s / naive.per_s, "flat_load_naive_vectors_per_s": naive.per_s,
+            "flat_load_naive_bulk_vectors_per_s": same.per_s}
 
     def vsets(self, ef: int) -> dict[str, object]:
         """The same vectors in vector sets (VADD Q8 and NOQUANT, same M / EF): memory, VSIM latency and recall.
@@ -320,6 +356,10 @@ class Bench:
         for name in ("float16", "bfloat16"):
             out[f"{name}_memory_vs_float32"] = out[f"{name}_bytes_per_vector"] / out["float32_bytes_per_vector"]
         return out
+
+
+def median_us(seconds: Iterable[float]) -> float:
+    return statistics.median(seconds) * 1e6
 
 
 def met(value: float, op: str, threshold: float) -> bool:
@@ -385,7 +425,7 @@ def report(res: dict) -> str:  # type: ignore[type-arg]
             f"Python {m['python']}, {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM. 1-minute load "
             f"average before the run: {res['load_average_before']} (other work on the machine slows every figure).")
     rows = [("figure", "value", "how / compared with", "target")] + figure_rows(res)
-    return "\n\n".join([head, markdown(rows), sweep_table(res), loads_table(res)])
+    return "\n\n".join([head, markdown(rows), sweep_table(res), race_table(res), loads_table(res)])
 
 
 def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[type-arg]
@@ -411,10 +451,11 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
         ("load_vs_naive", f"{res['load_vs_naive']:.2f}x",
          f"one HSET per round trip: {res['load_naive_vectors_per_s']:,.0f} /s, {naive_note}"),
         ("flat_load_vectors_per_s", f"{res['flat_load_vectors_per_s']:,.0f} /s",
-         f"the same into HASH + FLAT, where Redis does little: busy {res['flat_load_server_cpu_share']:.0%}, "
-         f"Python {res['flat_load_client_cpu_share']:.0%}"),
+         f"write_hashes into HASH + FLAT, where Redis does little: {race_note(res, 'bulk')}; Redis's main thread "
+         f"busy {res['flat_load_server_cpu_share']:.0%} of the time, Python {res['flat_load_client_cpu_share']:.0%}"),
         ("flat_load_vs_redisvl", f"{res['flat_load_vs_redisvl']:.2f}x",
-         f"RedisVL SearchIndex.load: {res['flat_load_redisvl_vectors_per_s']:,.0f} /s"),
+         f"RedisVL SearchIndex.load: {race_note(res, 'redisvl')}; round by round "
+         f"{res['flat_load_vs_redisvl_range'][0]:.2f}-{res['flat_load_vs_redisvl_range'][1]:.2f}x"),
         ("flat_load_vs_naive", f"{res['flat_load_vs_naive']:.2f}x",
          f"one HSET per round trip: {res['flat_load_naive_vectors_per_s']:,.0f} /s "
          f"(write_hashes on the same vectors: {res['flat_load_naive_bulk_vectors_per_s']:,.0f} /s)"),
@@ -452,8 +493,8 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
          f"{BATCH} FLAT queries in one pipeline ({res['flat_batch100_ms']:.1f} ms) / numpy's one matrix product "
          f"for the same {BATCH} ({res['numpy_batch100_ms']:.1f} ms)"),
         ("flat_load_vs_pipeline", f"{res['flat_load_vs_pipeline']:.2f}x",
-         f"a plain redis-py pipeline (hset per record, execute per 1,000) into FLAT: "
-         f"{res['flat_load_pipeline_vectors_per_s']:,.0f} /s"),
+         f"a plain redis-py pipeline (hset per record, execute per 1,000) into FLAT: {race_note(res, 'pipeline')}; "
+         f"round by round {res['flat_load_vs_pipeline_range'][0]:.2f}-{res['flat_load_vs_pipeline_range'][1]:.2f}x"),
         ("vset_bytes_per_vector", f"{res['vset_bytes_per_vector']:,.0f} B",
          f"vector set, VADD Q8 (MEMORY USAGE / n){noquant_bytes}; the FT HASH + HNSW above "
          f"{res['memory_bytes_per_vector']:,.0f} B"),
@@ -472,6 +513,12 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
     return [(key, value, how, target_text(targets.get(key))) for key, value, how in rows]
 
 
+def race_note(res: dict, loader: str) -> str:  # type: ignore[type-arg]
+    """A loader's median rate in the FLAT race and the range of its timed loads."""
+    rates = res["flat_load_race"][loader]["per_s"]
+    return f"median {statistics.median(rates):,.0f} /s of {len(rates)} loads ({min(rates):,.0f}-{max(rates):,.0f})"
+
+
 def target_text(target: dict | None) -> str:  # type: ignore[type-arg]
     if target is None:
         return ""
@@ -483,6 +530,19 @@ def sweep_table(res: dict) -> str:  # type: ignore[type-arg]
     rows += [(str(p["ef_runtime"]), f"{p['recall']:.3f}", f"{p['p50_ms']:.3f}", f"{p['p99_ms']:.3f}")
              for p in res["ef_sweep"]]
     return "HNSW recall and latency as EF_RUNTIME grows:\n\n" + markdown(rows)
+
+
+def race_table(res: dict) -> str:  # type: ignore[type-arg]
+    rows = [("loader", "median vectors/s", "slowest-fastest", "Python CPU per vector", "Redis CPU per vector")]
+    names = {"bulk": "write_hashes", "redisvl": "RedisVL SearchIndex.load", "pipeline": "redis-py pipeline"}
+    for loader, race in res["flat_load_race"].items():
+        rows.append((names.get(loader, loader), f"{race['median_per_s']:,.0f}",
+                     f"{min(race['per_s']):,.0f}-{max(race['per_s']):,.0f}", f"{race['client_us_per_vector']:.1f} us",
+                     f"{race['server_us_per_vector']:.1f} us"))
+    return (f"The FLAT load race: {res['n']:,} vectors, each loader {res['flat_load_rounds']} times in rotating order "
+            "after one untimed load, into the same emptied index (perf.load_race). CPU per vector, medians: on an "
+            "idle machine the two sides overlap, so the larger of the two bounds the rate; on a busy one their "
+            "sum does:\n\n" + markdown(rows))
 
 
 def loads_table(res: dict) -> str:  # type: ignore[type-arg]

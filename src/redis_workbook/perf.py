@@ -237,6 +237,31 @@ def time_load(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray
                       indexing_ms / 1e3)
 
 
+def load_race(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, loaders: Sequence[str],
+              rounds: int) -> dict[str, list[LoadResult]]:
+    """Each loader `rounds` times into `spec`, in rotating order, after one untimed load: every loader timed alike.
+
+    Timed alike because the order mattered: a load into memory Redis has not used yet is slower (page
+    faults as it grows: measured 30% more main-thread CPU per load of 10,000 vectors), so one untimed
+    load comes first, and each timed load then starts from the same state, an empty index of the same
+    name. time_load's FT.DROPINDEX DD empties it and leaves the freed pages with Redis's allocator for
+    the next load. FLUSHALL SYNC returns them to the OS (jemalloc purge), so every load pays for them
+    again: measured 10-20% more main-thread CPU per load of 10,000 vectors, 6% on 100,000, where the
+    drop's background freeing cost 4% instead; FLUSHALL ASYNC frees on a background thread while the
+    next load runs. No fork GC ran during either (no child CPU). Rotating the order (a, b, c; b, c, a;
+    ...) spreads the machine's other work over every loader.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    time_load(r, spec, records, matrix, loaders[0], progress=False)
+    runs: dict[str, list[LoadResult]] = {loader: [] for loader in loaders}
+    for i in range(rounds):
+        shift = i % len(loaders)
+        for loader in [*loaders[shift:], *loaders[:shift]]:
+            runs[loader].append(time_load(r, spec, records, matrix, loader, progress=False))
+    return runs
+
+
 def server_cpu_seconds(r: redis.Redis) -> float:
     """CPU seconds Redis's main thread has used (where commands and indexing run)."""
     cpu = r.info("cpu")
