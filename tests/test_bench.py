@@ -67,6 +67,12 @@ def test_quick_run_measures_against_the_limits(quick: tuple[dict, str]) -> None:
     assert res["inprocess_ef"] in perf.EF_SWEEP and len(res["inprocess_sweep"]) == len(perf.EF_SWEEP)
     assert res["knn_p50_vs_inprocess"] == pytest.approx(res["knn_p50_ms"] / res["inprocess_p50_ms"])
     assert res["knn_p50_vs_inprocess_plus_ping"] < res["knn_p50_vs_inprocess"]
+    # where a query's time goes: inside Redis (SLOWLOG) and the rest of the round trip, each query's own split
+    assert 0 < res["knn_server_p50_ms"] < res["knn_split_p50_ms"] and res["knn_client_and_network_p50_ms"] > 0
+    same_ef = {p["ef_runtime"]: p["p50_ms"] for p in res["inprocess_sweep"]}[res["knn_ef_runtime"]]
+    assert res["knn_server_vs_inprocess"] == pytest.approx(res["knn_server_p50_ms"] / same_ef)
+    assert res["knn_resp2_p50_ms"] > 0 and res["knn_resp2_recall_at_10"] == res["knn_recall_at_10"]
+    assert "| knn_server_p50_ms " in table
     assert res["flat_vs_numpy"] == pytest.approx(res["flat_p50_ms"] / res["knn_numpy_ms"])
     assert res["batch100_vs_numpy_batch"] == pytest.approx(res["flat_batch100_ms"] / res["numpy_batch100_ms"])
     assert res["flat_load_vs_pipeline"] == pytest.approx(res["flat_load_vectors_per_s"]
@@ -260,6 +266,18 @@ def test_queries_return_the_rows_redis_found_in_both_protocols(redis_server, r: 
         assert len(run.seconds) == 5 and run.p50_ms > 0
     assert perf.time_batch(r, spec, queries, repeats=2) > 0
     resp2.close()
+
+
+def test_time_inside_redis_is_read_per_query_and_the_slowlog_settings_put_back(r: redis.Redis) -> None:
+    matrix, queries = perf.unit_vectors(200, 8), perf.unit_vectors(7, 8, 9)
+    spec = perf.bench_index(8, "HNSW")
+    perf.time_load(r, spec, perf.bench_records(200), matrix, progress=False)
+    before = r.config_get("slowlog-*")
+    run, server = perf.time_queries_in_server(r, spec, queries, ef_runtime=40, warmup=2)
+    assert len(server) == len(run.seconds) == 7 and all(0 <= inside < client for inside, client in
+                                                        zip(server, run.seconds))
+    assert run.ids == perf.time_queries(r, spec, queries, ef_runtime=40, warmup=0).ids
+    assert r.config_get("slowlog-*") == before
 
 
 def test_sweep_and_pick(r: redis.Redis) -> None:

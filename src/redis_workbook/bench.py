@@ -135,8 +135,8 @@ def measure(plan: Plan, say: Callable[[str], object] = print) -> dict[str, objec
     results["server_start_s"] = perf.server_start_seconds(5)
     data = Data.make(plan)
     with EmbeddedRedis() as server:
-        r = server.client()
-        bench = Bench(r, plan, data, say)
+        r, resp2 = server.client(), server.client(protocol=2)
+        bench = Bench(r, plan, data, say, resp2)
         results["machine"] = machine(r)
         results |= bench.hnsw()
         results |= bench.flat()
@@ -144,6 +144,7 @@ def measure(plan: Plan, say: Callable[[str], object] = print) -> dict[str, objec
         results |= bench.vsets(int(results["knn_ef_runtime"]))  # type: ignore[arg-type]
         results["loads"] = [load.__dict__ | {"per_s": load.per_s} for load in bench.loads]
         r.close()
+        resp2.close()
     results["targets"] = {key: {"target": f"{op} {value:g}", "met": met(float(results[key]), op, value)}
                           for key, (op, value) in TARGETS.items()}
     return results
@@ -168,8 +169,10 @@ class Data:
 class Bench:
     """One run's measurements on one server; keeps every load so the report can show them all."""
 
-    def __init__(self, r: redis.Redis, plan: Plan, data: Data, say: Callable[[str], object]) -> None:
+    def __init__(self, r: redis.Redis, plan: Plan, data: Data, say: Callable[[str], object],
+                 resp2: redis.Redis) -> None:
         self.r, self.plan, self.data, self.say = r, plan, data, say
+        self.resp2 = resp2  # the same server over RESP2 (r speaks redis-py's default, RESP3)
         self.loads: list[perf.LoadResult] = []
         self.numpy_ms = 0.0  # numpy's single-query p50, measured once (hnsw) and compared with HNSW and FLAT
 
@@ -250,11 +253,15 @@ class Bench:
         sweep = perf.recall_sweep(r, spec, data.queries, data.exact, past_target=plan.sweep_past_target)
         chosen = perf.pick_ef(sweep)
         default = perf.time_queries(r, spec, data.queries)
+        split = self.knn_split(spec, chosen.ef_runtime)
         batch = perf.time_batch(r, spec, data.queries[:BATCH], ef_runtime=chosen.ef_runtime)
         numpy_ms = self.numpy_ms = perf.percentile_ms(perf.time_numpy(data.matrix, data.queries[:BATCH]), 50)
         peers = self.peers("HNSW", bulk)
         limits = self.inprocess(bulk, chosen)
-        return limits | {
+        same_ef = next(p for p in limits["inprocess_sweep"] if p["ef_runtime"] == chosen.ef_runtime)  # type: ignore
+        split |= {"inprocess_same_ef_p50_ms": same_ef["p50_ms"],
+                  "knn_server_vs_inprocess": split["knn_server_p50_ms"] / same_ef["p50_ms"]}
+        return limits | split | {
             "load_vectors_per_s": bulk.per_s, "load_client_cpu_share": bulk.share("client_cpu"),
             "load_server_cpu_share": bulk.share("server_cpu"), "load_indexing_share": bulk.share("indexing"),
             "load_vs_redisvl": peers["vs_redisvl"], "load_redisvl_vectors_per_s": peers["redisvl_per_s"],
@@ -272,6 +279,17 @@ class Bench:
             "memory_rule_bytes_per_vector": memory.rule_bytes / plan.n, "memory_rule_bytes": memory.rule_bytes,
             "ef_sweep": [point.__dict__ for point in sweep],
         }
+
+    def knn_split(self, spec: IndexSpec, ef: int) -> dict[str, float]:
+        """Where a KNN query's time goes: executing inside Redis (SLOWLOG) and the rest of its round trip, per
+        query; and the same queries over RESP2, whose replies are flat lists instead of RESP3's maps."""
+        self.say(f"KNN at EF_RUNTIME {ef}: time inside Redis, and over RESP2...")
+        run, server = perf.time_queries_in_server(self.r, spec, self.data.queries, ef_runtime=ef)
+        resp2 = perf.time_queries(self.resp2, spec, self.data.queries, ef_runtime=ef)
+        rest = [client - inside for client, inside in zip(run.seconds, server)]
+        return {"knn_split_p50_ms": run.p50_ms, "knn_server_p50_ms": perf.percentile_ms(server, 50),
+                "knn_client_and_network_p50_ms": perf.percentile_ms(rest, 50), "knn_resp2_p50_ms": resp2.p50_ms,
+                "knn_resp2_recall_at_10": resp2.recall(self.data.exact)}
 
     def inprocess(self, bulk: perf.LoadResult, chosen: perf.SweepPoint) -> dict[str, object]:
         """hnswlib in this process at the same M, EF_CONSTRUCTION and vectors: the algorithm's own cost."""
@@ -487,6 +505,12 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
          f"{res['inprocess_p99_ms']:.3f} ms (Redis p99 {res['knn_p99_vs_inprocess']:.2f}x)"),
         ("knn_p50_vs_inprocess_plus_ping", f"{res['knn_p50_vs_inprocess_plus_ping']:.2f}x",
          f"the same plus one round trip (PING p50 {res['ping_p50_ms']:.3f} ms)"),
+        ("knn_server_p50_ms", f"{res['knn_server_p50_ms']:.3f} ms",
+         f"of a query at EF_RUNTIME {res['knn_ef_runtime']} (p50 {res['knn_split_p50_ms']:.3f} ms), the time FT.SEARCH "
+         f"executed inside Redis (SLOWLOG): {res['knn_server_vs_inprocess']:.2f}x hnswlib at the same ef "
+         f"({res['inprocess_same_ef_p50_ms']:.3f} ms); the rest, network, Redis's socket I/O and redis-py's "
+         f"encoding and RESP3 parsing, p50 {res['knn_client_and_network_p50_ms']:.3f} ms; the same queries over "
+         f"RESP2: p50 {res['knn_resp2_p50_ms']:.3f} ms"),
         ("flat_vs_numpy", f"{res['flat_vs_numpy']:.2f}x",
          f"FLAT p50 / numpy brute force one query at a time ({res['knn_numpy_ms']:.3f} ms, as knn_vs_numpy)"),
         ("batch100_vs_numpy_batch", f"{res['batch100_vs_numpy_batch']:.2f}x",

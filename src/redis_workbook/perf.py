@@ -18,7 +18,7 @@ import redis
 from redis.commands.search.field import TagField
 
 from redis_workbook.loading import interactive, write_hashes
-from redis_workbook.report import ft_info, unknown_index, wait_indexed
+from redis_workbook.report import as_text, ft_info, unknown_index, wait_indexed
 from redis_workbook.schema import IndexSpec, check_algorithm, create_index, vector_field
 from redis_workbook.server import EmbeddedRedis
 
@@ -334,6 +334,29 @@ def time_queries(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = 
         seconds.append(time.perf_counter() - started)
         ids.append(reply_ids(reply, spec.prefix))
     return QueryRun(seconds, ids)
+
+
+def time_queries_in_server(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
+                           ef_runtime: int | None = None, warmup: int = 20) -> tuple[QueryRun, list[float]]:
+    """time_queries, and the seconds each query spent executing inside Redis, in the same order.
+
+    Read from SLOWLOG, told for this run to log every command (both settings are put back): an
+    entry's duration is the command's execution alone, so what is left of a query's round trip
+    is the network, Redis reading the request and writing the reply, and the client encoding
+    the query and parsing the reply.
+    """
+    settings = {name: r.config_get(name)[name] for name in ("slowlog-log-slower-than", "slowlog-max-len")}
+    r.config_set("slowlog-max-len", len(queries) + warmup + 16)
+    r.config_set("slowlog-log-slower-than", 0)
+    try:
+        r.slowlog_reset()
+        run = time_queries(r, spec, queries, k, ef_runtime, warmup)
+        entries = [entry for entry in r.slowlog_get(len(queries) + warmup + 16)
+                   if as_text(entry["command"]).startswith("FT.SEARCH")]
+    finally:
+        for name, value in settings.items():
+            r.config_set(name, value)
+    return run, [entry["duration"] / 1e6 for entry in reversed(entries[:len(queries)])]  # newest first: reversed
 
 
 def time_batch(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
