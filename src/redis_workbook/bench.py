@@ -258,9 +258,7 @@ class Bench:
         numpy_ms = self.numpy_ms = perf.percentile_ms(perf.time_numpy(data.matrix, data.queries[:BATCH]), 50)
         peers = self.peers("HNSW", bulk)
         limits = self.inprocess(bulk, chosen)
-        same_ef = next(p for p in limits["inprocess_sweep"] if p["ef_runtime"] == chosen.ef_runtime)  # type: ignore
-        split |= {"inprocess_same_ef_p50_ms": same_ef["p50_ms"],
-                  "knn_server_vs_inprocess": split["knn_server_p50_ms"] / same_ef["p50_ms"]}
+        split["knn_server_vs_inprocess"] = split["knn_server_p50_ms"] / float(limits["inprocess_same_ef_p50_ms"])
         return limits | split | {
             "load_vectors_per_s": bulk.per_s, "load_client_cpu_share": bulk.share("client_cpu"),
             "load_server_cpu_share": bulk.share("server_cpu"), "load_indexing_share": bulk.share("indexing"),
@@ -304,6 +302,7 @@ class Bench:
                 "insert_cpu_vs_hnswlib": redis_cpu / hnswlib_cpu,
                 "inprocess_ef": own.ef_runtime, "inprocess_recall_at_10": own.recall,
                 "inprocess_p50_ms": own.p50_ms, "inprocess_p99_ms": own.p99_ms, "ping_p50_ms": ping_ms,
+                "inprocess_same_ef_p50_ms": next(p.p50_ms for p in peer.sweep if p.ef_runtime == chosen.ef_runtime),
                 "knn_p50_vs_inprocess": chosen.p50_ms / own.p50_ms,
                 "knn_p99_vs_inprocess": chosen.p99_ms / own.p99_ms,
                 "knn_p50_vs_inprocess_plus_ping": chosen.p50_ms / (own.p50_ms + ping_ms),
@@ -539,8 +538,9 @@ def figure_rows(res: dict) -> list[tuple[str, str, str, str]]:  # type: ignore[t
 
 def race_note(res: dict, loader: str) -> str:  # type: ignore[type-arg]
     """A loader's median rate in the FLAT race and the range of its timed loads."""
-    rates = res["flat_load_race"][loader]["per_s"]
-    return f"median {statistics.median(rates):,.0f} /s of {len(rates)} loads ({min(rates):,.0f}-{max(rates):,.0f})"
+    race = res["flat_load_race"][loader]
+    rates = race["per_s"]
+    return f"median {race['median_per_s']:,.0f} /s of {len(rates)} loads ({min(rates):,.0f}-{max(rates):,.0f})"
 
 
 def target_text(target: dict | None) -> str:  # type: ignore[type-arg]
