@@ -67,6 +67,12 @@ def test_quick_run_measures_against_the_limits(quick: tuple[dict, str]) -> None:
     assert res["inprocess_ef"] in perf.EF_SWEEP and len(res["inprocess_sweep"]) == len(perf.EF_SWEEP)
     assert res["knn_p50_vs_inprocess"] == pytest.approx(res["knn_p50_ms"] / res["inprocess_p50_ms"])
     assert res["knn_p50_vs_inprocess_plus_ping"] < res["knn_p50_vs_inprocess"]
+    # where a query's time goes: inside Redis (SLOWLOG) and the rest of the round trip, each query's own split
+    assert 0 < res["knn_server_p50_ms"] < res["knn_split_p50_ms"] and res["knn_client_and_network_p50_ms"] > 0
+    same_ef = {p["ef_runtime"]: p["p50_ms"] for p in res["inprocess_sweep"]}[res["knn_ef_runtime"]]
+    assert res["knn_server_vs_inprocess"] == pytest.approx(res["knn_server_p50_ms"] / same_ef)
+    assert res["knn_resp2_p50_ms"] > 0 and res["knn_resp2_recall_at_10"] == res["knn_recall_at_10"]
+    assert "| knn_server_p50_ms " in table
     assert res["flat_vs_numpy"] == pytest.approx(res["flat_p50_ms"] / res["knn_numpy_ms"])
     assert res["batch100_vs_numpy_batch"] == pytest.approx(res["flat_batch100_ms"] / res["numpy_batch100_ms"])
     assert res["flat_load_vs_pipeline"] == pytest.approx(res["flat_load_vectors_per_s"]
@@ -97,9 +103,21 @@ def test_quick_run_ratios_are_what_they_say(quick: tuple[dict, str]) -> None:
     assert res["knn_vs_numpy"] == pytest.approx(res["knn_numpy_ms"] / res["knn_p50_ms"])
     assert res["memory_rule_bytes_per_vector"] == pytest.approx(384 * 4 * 1.3)
     loads = {(load["loader"], load["index"]): load["n"] for load in res["loads"]}
-    assert loads[("bulk", "idx:bench:hnsw")] == loads[("redisvl", "idx:bench-redisvl:flat")] == 10_000
+    assert loads[("bulk", "idx:bench:hnsw")] == loads[("bulk", "idx:bench:flat")] == 10_000
     assert loads[("redisvl", "idx:bench-redisvl:hnsw")] == res["load_naive_n"]
     assert loads[("naive", "idx:bench-naive:hnsw")] == loads[("bulk", "idx:bench-subset:hnsw")] == res["load_naive_n"]
+    # the FLAT race: each loader timed load_rounds times; rates are medians, the ratios theirs
+    race = res["flat_load_race"]
+    assert set(race) == {"bulk", "redisvl", "pipeline"} and res["flat_load_rounds"] == 5
+    for loader, figures in race.items():
+        assert len(figures["per_s"]) == 5 and figures["median_per_s"] == sorted(figures["per_s"])[2], loader
+        assert figures["client_us_per_vector"] > 0 and figures["server_us_per_vector"] > 0, loader
+    assert res["flat_load_vectors_per_s"] == race["bulk"]["median_per_s"]
+    for peer in ("redisvl", "pipeline"):
+        assert res[f"flat_load_{peer}_vectors_per_s"] == race[peer]["median_per_s"]
+        assert res[f"flat_load_vs_{peer}"] == pytest.approx(race["bulk"]["median_per_s"] / race[peer]["median_per_s"])
+        low, high = res[f"flat_load_vs_{peer}_range"]
+        assert 0 < low <= high
 
 
 def test_quick_run_figures_agree_with_what_must_be_true(quick: tuple[dict, str]) -> None:
@@ -223,6 +241,19 @@ def test_the_four_loaders_store_the_same_bytes(r: redis.Redis) -> None:
     assert stored["bulk"][b"7"] == {b"id": b"7", b"category": b"c7", b"embedding": matrix[7].tobytes()}
 
 
+def test_load_race_times_each_loader_each_round_into_the_same_index(r: redis.Redis) -> None:
+    matrix, records = perf.unit_vectors(40, 8), perf.bench_records(40)
+    spec = perf.bench_index(8, "FLAT", "race")
+    runs = perf.load_race(r, spec, records, matrix, ["bulk", "pipeline", "redisvl"], rounds=2)
+    assert {loader: [(load.n, load.index) for load in loads] for loader, loads in runs.items()} == {
+        loader: [(40, spec.name)] * 2 for loader in ("bulk", "pipeline", "redisvl")}
+    assert all(load.seconds > 0 and load.client_cpu_seconds >= 0 for loads in runs.values() for load in loads)
+    assert r.execute_command("FT._LIST") == [spec.name.encode()] and r.dbsize() == 40  # one index, emptied each time
+    assert int(ft_info(r, spec.name)["num_docs"]) == 40
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        perf.load_race(r, spec, records, matrix, ["bulk"], rounds=0)
+
+
 def test_queries_return_the_rows_redis_found_in_both_protocols(redis_server, r: redis.Redis) -> None:  # noqa: ANN001
     matrix, queries = perf.unit_vectors(200, 8), perf.unit_vectors(5, 8, 9)
     spec = perf.bench_index(8, "FLAT")
@@ -235,6 +266,18 @@ def test_queries_return_the_rows_redis_found_in_both_protocols(redis_server, r: 
         assert len(run.seconds) == 5 and run.p50_ms > 0
     assert perf.time_batch(r, spec, queries, repeats=2) > 0
     resp2.close()
+
+
+def test_time_inside_redis_is_read_per_query_and_the_slowlog_settings_put_back(r: redis.Redis) -> None:
+    matrix, queries = perf.unit_vectors(200, 8), perf.unit_vectors(7, 8, 9)
+    spec = perf.bench_index(8, "HNSW")
+    perf.time_load(r, spec, perf.bench_records(200), matrix, progress=False)
+    before = r.config_get("slowlog-*")
+    run, server = perf.time_queries_in_server(r, spec, queries, ef_runtime=40, warmup=2)
+    assert len(server) == len(run.seconds) == 7 and all(0 <= inside < client for inside, client in
+                                                        zip(server, run.seconds))
+    assert run.ids == perf.time_queries(r, spec, queries, ef_runtime=40, warmup=0).ids
+    assert r.config_get("slowlog-*") == before
 
 
 def test_sweep_and_pick(r: redis.Redis) -> None:
@@ -327,6 +370,13 @@ def test_fast_path_raises_redis_errors_and_keeps_the_client_usable(redis_server,
     write_hashes(single, [f"q:{i}" for i in range(5)], records, perf.unit_vectors(5, 4), batch_size=3)
     assert single.ping() and r.exists(*[f"q:{i}" for i in range(5)]) == 5
     single.close()
+
+
+def test_fast_path_refuses_a_value_it_cannot_encode_and_keeps_the_client_usable(r: redis.Redis) -> None:
+    records = [{"id": str(i), "tags": ["a", "b"] if i == 7 else "a"} for i in range(10)]
+    with pytest.raises(TypeError, match="must be str, bytes, int or float, got list"):
+        write_hashes(r, [f"t:{i}" for i in range(10)], records, perf.unit_vectors(10, 4), batch_size=3)
+    assert r.ping() and not r.exists("t:7", "t:8", "t:9")  # nothing from the bad record on
 
 
 def test_loader_progress_bar_counts_every_document(r: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,8 +6,11 @@ per 6-field HSET, mostly re-encoding every argument), while Redis itself needs
 about 4 us to store one. So each HSET is encoded once, by hand, in the same
 wire format (RESP) redis-py would send, and a batch goes out as one buffer. The
 next batch is encoded and sent before the previous batch's replies are read,
-so Python prepares batch k+1 while Redis executes batch k. What ends up in Redis
-is byte for byte what `r.hset(key, mapping={...})` would store.
+so Python prepares batch k+1 while Redis executes batch k: nothing is encoded
+ahead of the stream (encoding everything first left Redis idle for the first
+quarter of a load), and each vector goes from the matrix's buffer into its
+batch's buffer in one copy. What ends up in Redis is byte for byte what
+`r.hset(key, mapping={...})` would store.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def write_hashes(r: redis.Redis, keys: Sequence[str], records: Sequence[Mapping[
     The workbook's own bulk writer, for data the workbook made itself (the shipped catalogue,
     the benchmark's vectors): it checks only that keys, records and rows pair up, and returns
     nothing. Checking a caller's input and counting what was written is notebook 02's
-    `load_products`, written by the learner.
+    `load_products`, written by the learner. Records are encoded as they are streamed, so a field
+    value of another type (TypeError) stops the load where it is met, as an error Redis returns
+    does: records before it may have been written.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
@@ -66,44 +71,48 @@ def write_hashes(r: redis.Redis, keys: Sequence[str], records: Sequence[Mapping[
     matrix = np.ascontiguousarray(matrix, dtype="<f4")
     if not len(keys) == len(records) == len(matrix):
         raise ValueError(f"{len(keys)} keys, {len(records)} records and {len(matrix)} vectors must pair up one to one.")
-    fields = [_encoded_fields(record, vector_field) for record in records]
-    commands = _hset_commands(keys, fields, _bulk(_field_bytes(vector_field)), _row_bytes(matrix))
     show = interactive() if progress is None else progress
     with tqdm(total=len(keys), desc=desc, unit="doc", disable=not show) as bar:
-        _stream(r, _batches(commands, batch_size), bar.update)
+        _stream(r, _batches(_hset_commands(keys, records, vector_field, matrix), batch_size), bar.update)
 
 
 def _encoded_fields(record: Mapping[str, object], vector_field: str) -> tuple[int, bytes]:
     """How many name/value pairs the record has (all but the vector), and those pairs as RESP bulk strings."""
-    pairs = [(name, value) for name, value in record.items() if name != vector_field]
-    return len(pairs), b"".join(_bulk(_field_bytes(name)) + _bulk(_field_bytes(value)) for name, value in pairs)
+    pairs = []
+    for name, value in record.items():
+        if name != vector_field:
+            name_bytes, value_bytes = _field_bytes(name), _field_bytes(value)
+            pairs.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(name_bytes), name_bytes, len(value_bytes), value_bytes))
+    return len(pairs), b"".join(pairs)
 
 
-def _row_bytes(matrix: np.ndarray) -> list[bytes]:
-    """Each row's float32 bytes, sliced from one buffer instead of packed row by row."""
-    buffer = matrix.tobytes()
+def _hset_commands(keys: list[str], records: list[Mapping[str, object]], vector_field: str,
+                   matrix: np.ndarray) -> Iterator[tuple[bytes | memoryview, ...]]:
+    """`HSET key name value ... vector_field blob` per record, as the pieces of one RESP array of bulk strings.
+
+    Encoded only as the stream asks for them; each blob is a view of its row in the matrix (no copy).
+    """
+    vector_name = _bulk(_field_bytes(vector_field))
     width = matrix.shape[1] * 4
-    return [buffer[i * width:(i + 1) * width] for i in range(matrix.shape[0])]
-
-
-def _hset_commands(keys: list[str], fields: list[tuple[int, bytes]], vector_name: bytes,
-                   blobs: list[bytes]) -> Iterator[bytes]:
-    """`HSET key name value ... vector_field blob` per record, each a RESP array of bulk strings."""
-    for key, (pairs, encoded), blob in zip(keys, fields, blobs):
+    blob_header, rows = b"$%d\r\n" % width, memoryview(matrix.reshape(-1).view(np.uint8))
+    for i, (key, record) in enumerate(zip(keys, records)):
+        pairs, encoded = _encoded_fields(record, vector_field)
         header = b"*%d\r\n$4\r\nHSET\r\n" % (2 * pairs + 4)  # HSET, key, the pairs, vector name and blob
-        yield b"".join((header, _bulk(key.encode()), encoded, vector_name, _bulk(blob)))
+        yield header, _bulk(key.encode()), encoded, vector_name, blob_header, rows[i * width:(i + 1) * width], b"\r\n"
 
 
-def _batches(commands: Iterator[bytes], size: int) -> Iterator[tuple[bytes, int]]:
-    """Groups of `size` encoded commands joined into one buffer, with their count."""
-    batch: list[bytes] = []
+def _batches(commands: Iterator[tuple[bytes | memoryview, ...]], size: int) -> Iterator[tuple[bytes, int]]:
+    """Groups of `size` commands joined into one buffer, with their count."""
+    pieces: list[bytes | memoryview] = []
+    count = 0
     for command in commands:
-        batch.append(command)
-        if len(batch) == size:
-            yield b"".join(batch), size
-            batch = []
-    if batch:
-        yield b"".join(batch), len(batch)
+        pieces += command
+        count += 1
+        if count == size:
+            yield b"".join(pieces), count
+            pieces, count = [], 0
+    if count:
+        yield b"".join(pieces), count
 
 
 def _stream(r: redis.Redis, batches: Iterator[tuple[bytes, int]], done: Callable[[int], object]) -> None:

@@ -18,7 +18,7 @@ import redis
 from redis.commands.search.field import TagField
 
 from redis_workbook.loading import interactive, write_hashes
-from redis_workbook.report import ft_info, unknown_index, wait_indexed
+from redis_workbook.report import as_text, ft_info, unknown_index, wait_indexed
 from redis_workbook.schema import IndexSpec, check_algorithm, create_index, vector_field
 from redis_workbook.server import EmbeddedRedis
 
@@ -237,6 +237,31 @@ def time_load(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray
                       indexing_ms / 1e3)
 
 
+def load_race(r: redis.Redis, spec: IndexSpec, records: list, matrix: np.ndarray, loaders: Sequence[str],
+              rounds: int) -> dict[str, list[LoadResult]]:
+    """Each loader `rounds` times into `spec`, in rotating order, after one untimed load: every loader timed alike.
+
+    Timed alike because the order mattered: a load into memory Redis has not used yet is slower (page
+    faults as it grows: measured 30% more main-thread CPU per load of 10,000 vectors), so one untimed
+    load comes first, and each timed load then starts from the same state, an empty index of the same
+    name. time_load's FT.DROPINDEX DD empties it and leaves the freed pages with Redis's allocator for
+    the next load. FLUSHALL SYNC returns them to the OS (jemalloc purge), so every load pays for them
+    again: measured 10-20% more main-thread CPU per load of 10,000 vectors, 6% on 100,000, where the
+    drop's background freeing cost 4% instead; FLUSHALL ASYNC frees on a background thread while the
+    next load runs. No fork GC ran during either (no child CPU). Rotating the order (a, b, c; b, c, a;
+    ...) spreads the machine's other work over every loader.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}.")
+    time_load(r, spec, records, matrix, loaders[0], progress=False)
+    runs: dict[str, list[LoadResult]] = {loader: [] for loader in loaders}
+    for i in range(rounds):
+        shift = i % len(loaders)
+        for loader in [*loaders[shift:], *loaders[:shift]]:
+            runs[loader].append(time_load(r, spec, records, matrix, loader, progress=False))
+    return runs
+
+
 def server_cpu_seconds(r: redis.Redis) -> float:
     """CPU seconds Redis's main thread has used (where commands and indexing run)."""
     cpu = r.info("cpu")
@@ -309,6 +334,29 @@ def time_queries(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = 
         seconds.append(time.perf_counter() - started)
         ids.append(reply_ids(reply, spec.prefix))
     return QueryRun(seconds, ids)
+
+
+def time_queries_in_server(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
+                           ef_runtime: int | None = None, warmup: int = 20) -> tuple[QueryRun, list[float]]:
+    """time_queries, and the seconds each query spent executing inside Redis, in the same order.
+
+    Read from SLOWLOG, told for this run to log every command (both settings are put back): an
+    entry's duration is the command's execution alone, so what is left of a query's round trip
+    is the network, Redis reading the request and writing the reply, and the client encoding
+    the query and parsing the reply.
+    """
+    settings = {name: r.config_get(name)[name] for name in ("slowlog-log-slower-than", "slowlog-max-len")}
+    r.config_set("slowlog-max-len", len(queries) + warmup + 16)
+    r.config_set("slowlog-log-slower-than", 0)
+    try:
+        r.slowlog_reset()
+        run = time_queries(r, spec, queries, k, ef_runtime, warmup)
+        entries = [entry for entry in r.slowlog_get(len(queries) + warmup + 16)
+                   if as_text(entry["command"]).startswith("FT.SEARCH")]
+    finally:
+        for name, value in settings.items():
+            r.config_set(name, value)
+    return run, [entry["duration"] / 1e6 for entry in reversed(entries[:len(queries)])]  # newest first: reversed
 
 
 def time_batch(r: redis.Redis, spec: IndexSpec, queries: np.ndarray, k: int = K,
