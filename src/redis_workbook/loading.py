@@ -61,9 +61,8 @@ def write_hashes(r: redis.Redis, keys: Sequence[str], records: Sequence[Mapping[
     The workbook's own bulk writer, for data the workbook made itself (the shipped catalogue,
     the benchmark's vectors): it checks only that keys, records and rows pair up, and returns
     nothing. Checking a caller's input and counting what was written is notebook 02's
-    `load_products`, written by the learner. Records are encoded as they are streamed, so a field
-    value of another type (TypeError) stops the load where it is met, as an error Redis returns
-    does: records before it may have been written.
+    `load_products`, written by the learner. A field name or value of a type Redis cannot store
+    (TypeError) is refused before anything is written; records are then encoded as they are streamed.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
@@ -71,9 +70,23 @@ def write_hashes(r: redis.Redis, keys: Sequence[str], records: Sequence[Mapping[
     matrix = np.ascontiguousarray(matrix, dtype="<f4")
     if not len(keys) == len(records) == len(matrix):
         raise ValueError(f"{len(keys)} keys, {len(records)} records and {len(matrix)} vectors must pair up one to one.")
+    _check_fields(records, vector_field)
     show = interactive() if progress is None else progress
     with tqdm(total=len(keys), desc=desc, unit="doc", disable=not show) as bar:
         _stream(r, _batches(_hset_commands(keys, records, vector_field, matrix), batch_size), bar.update)
+
+
+def _check_fields(records: list[Mapping[str, object]], vector_field: str) -> None:
+    """Every field name and value is one `_field_bytes` encodes: checked before the first write (cheaper than
+    encoding them all first, which kept Redis waiting)."""
+    for number, record in enumerate(records):
+        for name, value in record.items():
+            if name == vector_field:
+                continue
+            for item in (name, value):
+                if isinstance(item, bool) or not isinstance(item, (str, bytes, int, float)):
+                    raise TypeError(f"record {number}, field {name!r}: field names and values must be str, bytes, "
+                                    f"int or float, got {type(item).__name__}. Nothing was written.")
 
 
 def _encoded_fields(record: Mapping[str, object], vector_field: str) -> tuple[int, bytes]:
