@@ -37,10 +37,12 @@ import threading
 import time
 from pathlib import Path
 
-# What a grading pytest process imports before its first check: pytest and its built-in plugins, the grading
-# plugin (numpy, redis-py), and the library modules the grader's tests use.
-PRELOAD = ("pytest", "redis_workbook.grading.plugin", "redis.commands.search.query", "redis_workbook.datasets",
-           "redis_workbook.embeddings", "redis_workbook.schema", "redis_workbook.report")
+# What a grading pytest process imports before its first check: pytest and its built-in plugins (pdb for its
+# debugging plugin), the grading plugin (numpy, redis-py), and the library modules the grader's tests use
+# (RedisVL for notebook 11's).
+PRELOAD = ("pytest", "pdb", "redis_workbook.grading.plugin", "redis.commands.search.query", "redis_workbook.datasets",
+           "redis_workbook.embeddings", "redis_workbook.openai_server", "redis_workbook.schema",
+           "redis_workbook.report", "redisvl.index")
 START_TIMEOUT_S = 60.0
 EXIT_REPORT_S = 5.0  # how long a waiter waits for the server's exit code once the child's pidfd says it ended
 
