@@ -1,5 +1,5 @@
 """grade's fork server (grading/forkserver.py), driven directly: what one forked grading process may share with
-the next (a red team's finds).
+the next, and what happens to a request the server answers only after grade stopped waiting (a red team's finds).
 
 Each test starts a real server, forks real pytest runs of a small test module from it and stops it afterwards.
 """
@@ -7,14 +7,16 @@ Each test starts a real server, forks real pytest runs of a small test module fr
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from redis_workbook.grading import forkserver
-from redis_workbook.grading.forkserver import ForkServer
+from redis_workbook.grading.forkserver import ForkServer, ForkServerGone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux only")
 
@@ -39,15 +41,17 @@ def server(tmp_path: Path) -> Iterator[ForkServer]:
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     started = ForkServer(tmp_path, dict(os.environ), tmp_path / "fork-server.log")
     yield started
+    os.kill(started.pid, signal.SIGCONT)  # a test may leave it stopped
     started.close()
 
 
-def spawn(server: ForkServer, folder: Path, name: str, sleep: float = 0) -> forkserver.Forked:
+def spawn(server: ForkServer, folder: Path, name: str, sleep: float = 0,
+          cancelled: threading.Event | None = None) -> forkserver.Forked:
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PROBE_OUT": str(folder / f"{name}.out"),
            "PROBE_SLEEP": str(sleep)}
     (folder / f"{name}.log").touch()  # grade makes it first, as here: the child appends to it
     return server.spawn([str(folder / "test_probe.py"), "-q", "-p", "no:cacheprovider"], env, folder,
-                        folder / f"{name}.log", f"probe {name}")
+                        folder / f"{name}.log", f"probe {name}", cancelled=cancelled)
 
 
 def test_each_forked_grading_process_gives_its_notebook_a_hash_seed_of_its_own(server: ForkServer,
@@ -57,3 +61,47 @@ def test_each_forked_grading_process_gives_its_notebook_a_hash_seed_of_its_own(s
     assert [child.wait(timeout=120) for child in children] == [0, 0, 0], (tmp_path / "child0.log").read_text()
     seeds = [(tmp_path / f"child{i}.out").read_text() for i in range(3)]
     assert len(set(seeds)) == 3, seeds
+
+
+def stopped_server_request(server: ForkServer, tmp_path: Path,
+                           cancelled: threading.Event | None) -> tuple[forkserver.Forked, list[BaseException]]:
+    """A request sent to a stopped server, from a thread of its own: the Forked grade waits on, what spawn raised."""
+    os.kill(server.pid, signal.SIGSTOP)
+    raised: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            spawn(server, tmp_path, "late", sleep=600, cancelled=cancelled)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            raised.append(exc)
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    while not server.children:
+        thread.join(0.01)
+    child = next(iter(server.children.values()))
+    if cancelled is not None:
+        cancelled.set()
+    thread.join(30)  # the server would answer never: only the interrupt (or the start timeout) ends the wait
+    assert not thread.is_alive(), "spawn kept waiting for a stopped fork server"
+    return child, raised
+
+
+def test_an_interrupt_does_not_wait_for_a_stopped_server_and_its_late_child_is_killed(server: ForkServer,
+                                                                                      tmp_path: Path) -> None:
+    child, raised = stopped_server_request(server, tmp_path, threading.Event())
+    assert [type(exc) for exc in raised] == [KeyboardInterrupt]
+    os.kill(server.pid, signal.SIGCONT)  # it forks the request it had read: nobody waits for that grading process
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert not (tmp_path / "late.out").exists()
+
+
+def test_a_request_answered_after_the_start_timeout_is_not_graded_twice(server: ForkServer, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """grade grades it as `python -m pytest` meanwhile; the server's late child must not run the same checks."""
+    monkeypatch.setattr(forkserver, "START_TIMEOUT_S", 0.5)
+    child, raised = stopped_server_request(server, tmp_path, None)
+    assert [type(exc) for exc in raised] == [ForkServerGone] and "not answering" in str(raised[0])
+    os.kill(server.pid, signal.SIGCONT)
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    assert not (tmp_path / "late.out").exists()

@@ -59,6 +59,7 @@ class Forked:
         self.returncode: int | None = None
         self.started = threading.Event()
         self.reported = threading.Event()
+        self.abandoned = False  # grade stopped waiting for it (an interrupt, a server not answering): killed on sight
         self.settling = threading.Lock()  # a job's thread and an interrupt may wait at once
 
     def _ended(self, timeout: float | None) -> bool:
@@ -124,9 +125,11 @@ class ForkServer:
     def pid(self) -> int:
         return self.process.pid
 
-    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str) -> Forked:
+    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str,
+              cancelled: threading.Event | None = None) -> Forked:
         """Fork a grading process running `pytest.main(args)`, named `title` in `ps`; ForkServerGone when the
-        server is not there."""
+        server is not there (or does not answer), KeyboardInterrupt when `cancelled` is set first. Either way
+        the request is abandoned: a process the server forks for it later is killed at once."""
         child, number = Forked(), next(self.ids)
         request = {"id": number, "args": args, "env": env, "cwd": str(cwd), "log": str(log), "title": title}
         with self.lock:
@@ -139,9 +142,20 @@ class ForkServer:
                 raise ForkServerGone(str(exc)) from exc
         deadline = time.monotonic() + START_TIMEOUT_S
         while not child.started.wait(0.1):
-            if self.gone.is_set() or time.monotonic() > deadline:
+            interrupted = cancelled is not None and cancelled.is_set()
+            if interrupted or self.gone.is_set() or time.monotonic() > deadline:
+                self._abandon(child)
+                if interrupted:
+                    raise KeyboardInterrupt
                 raise ForkServerGone(self.why())
         return child
+
+    def _abandon(self, child: Forked) -> None:
+        with self.lock:
+            child.abandoned = True
+            started = child.started.is_set()
+        if started:  # its pid came meanwhile
+            _kill_group(child.pid)
 
     def _read(self) -> None:
         buffer = b""
@@ -161,12 +175,16 @@ class ForkServer:
                 if child is None:
                     continue
                 if "pid" in message:
-                    child.pid = message["pid"]
-                    try:
-                        child.pidfd = os.pidfd_open(child.pid)
-                    except OSError:  # it has ended already; the exit report follows
-                        child.pidfd = None
-                    child.started.set()
+                    with self.lock:
+                        child.pid = message["pid"]
+                        try:
+                            child.pidfd = os.pidfd_open(child.pid)
+                        except OSError:  # it has ended already; the exit report follows
+                            child.pidfd = None
+                        child.started.set()
+                        abandoned = child.abandoned
+                    if abandoned:  # e.g. a server that was stopped (SIGSTOP) answers long after grade gave up
+                        _kill_group(child.pid)
                 else:
                     child.returncode = message["exit"]
                     child.reported.set()
@@ -196,6 +214,14 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a forked grading process that nobody waits for, and its group (it leads one: setsid)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- the server
