@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +107,18 @@ def test_a_request_answered_after_the_start_timeout_is_not_graded_twice(server: 
     os.kill(server.pid, signal.SIGCONT)
     assert child.wait(timeout=60) == -signal.SIGKILL
     assert not (tmp_path / "late.out").exists()
+
+
+def test_a_child_that_outlives_its_server_is_waited_for_until_it_ends(server: ForkServer, tmp_path: Path) -> None:
+    """A server that dies (SIGKILL, the OOM killer) cannot report its children's ends; grade must not take one that
+    is still finishing for ended (it would regrade the submission beside it, and an interrupt would not stop it)."""
+    child = spawn(server, tmp_path, "orphan", sleep=600)
+    while not (tmp_path / "orphan.out").exists():
+        assert child.poll() is None, (tmp_path / "orphan.log").read_text()
+        time.sleep(0.05)
+    os.kill(server.pid, signal.SIGKILL)
+    assert server.gone.wait(30)
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(timeout=1)  # the probe has no parent-death signal (grading processes get SIGTERM): it runs on
+    os.killpg(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=60) == -1  # ended; its code died with the server

@@ -63,8 +63,10 @@ class Forked:
         self.settling = threading.Lock()  # a job's thread and an interrupt may wait at once
 
     def _ended(self, timeout: float | None) -> bool:
+        """Whether it has ended: its exit code came, or else its pidfd says so. A server that is gone marks every
+        child reported without a code, while each may still be finishing (stopping its worker and Redis)."""
         pidfd = self.pidfd
-        if self.reported.is_set() or pidfd is None:
+        if self.returncode is not None or pidfd is None:
             return self.reported.wait(timeout)
         try:
             ready, _, _ = select.select([pidfd], [], [], timeout)
@@ -73,15 +75,15 @@ class Forked:
         return bool(ready)
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._ended(0):
-            self._settle()
+        if not self._ended(0):
+            return None
+        self._settle()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            if not self._ended(timeout):
-                raise subprocess.TimeoutExpired(f"grading process {self.pid}", timeout or 0)
-            self._settle()
+        if not self._ended(timeout):
+            raise subprocess.TimeoutExpired(f"grading process {self.pid}", timeout or 0)
+        self._settle()  # also when its code came first: its pidfd is closed either way
         assert self.returncode is not None
         return self.returncode
 
