@@ -7,6 +7,7 @@ Each test starts a real server, forks real pytest runs of a small test module fr
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 # What a forked grading process writes: the hash() seed its notebook's worker would get, or that it ran at all.
 PROBE = '''
 import os
+import resource
 import time
 
 from redis_workbook.grading import workerprocess
@@ -122,3 +124,19 @@ def test_a_child_that_outlives_its_server_is_waited_for_until_it_ends(server: Fo
         child.wait(timeout=1)  # the probe has no parent-death signal (grading processes get SIGTERM): it runs on
     os.killpg(child.pid, signal.SIGKILL)
     assert child.wait(timeout=60) == -1  # ended; its code died with the server
+
+
+def test_a_fork_that_fails_fails_its_request_alone(server: ForkServer, tmp_path: Path) -> None:
+    """A fork refused at a limit (processes, memory, files) used to end the server, and with it every classmate's
+    grading process it had forked (their parent-death signal): they were thrown away and graded again."""
+    running = spawn(server, tmp_path, "running", sleep=2)
+    while not (tmp_path / "running.out").exists():
+        assert running.poll() is None, (tmp_path / "running.log").read_text()
+        time.sleep(0.05)
+    limit = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (6, limit[1]))  # 0-5 are taken: its next pipe is refused
+    with pytest.raises(ForkServerGone, match="could not start a grading process"):
+        spawn(server, tmp_path, "refused")
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limit)
+    assert running.wait(timeout=120) == 0, "the grading process forked before must finish, its code reported"
+    assert spawn(server, tmp_path, "after").wait(timeout=120) == 0

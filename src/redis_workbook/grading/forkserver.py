@@ -20,7 +20,7 @@ a child is waited for by its pidfd, so it is seen to end even if the server is g
 
 Protocol, one JSON object per line over a socketpair:
     grade -> server  {"id": N, "args": [...], "env": {...}, "cwd": "...", "log": "...", "title": "..."}
-    server -> grade  {"id": N, "pid": PID} then {"id": N, "exit": CODE}
+    server -> grade  {"id": N, "pid": PID} then {"id": N, "exit": CODE}, or {"id": N, "error": "..."} (no fork)
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Forked:
         self.started = threading.Event()
         self.reported = threading.Event()
         self.abandoned = False  # grade stopped waiting for it (an interrupt, a server not answering): killed on sight
+        self.failed: str | None = None  # why the server could not fork it
         self.settling = threading.Lock()  # a job's thread and an interrupt may wait at once
 
     def _ended(self, timeout: float | None) -> bool:
@@ -150,6 +151,8 @@ class ForkServer:
                 if interrupted:
                     raise KeyboardInterrupt
                 raise ForkServerGone(self.why())
+        if child.failed is not None:
+            raise ForkServerGone(f"the fork server could not start a grading process ({child.failed})")
         return child
 
     def _abandon(self, child: Forked) -> None:
@@ -176,7 +179,12 @@ class ForkServer:
                     child = self.children.get(message["id"])
                 if child is None:
                     continue
-                if "pid" in message:
+                if "error" in message:
+                    with self.lock:
+                        child.failed = str(message["error"])
+                        self.children.pop(message["id"], None)
+                    child.started.set()
+                elif "pid" in message:
                     with self.lock:
                         child.pid = message["pid"]
                         try:
@@ -200,6 +208,11 @@ class ForkServer:
 
     def why(self) -> str:
         code = self.process.poll()
+        if code is None and self.gone.is_set():  # its socket closed as it exited: not reaped yet
+            try:
+                code = self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         tail = self.log.read_text(errors="replace")[-1500:].strip() if self.log.exists() else ""
         return f"the fork server {'exited with code ' + str(code) if code is not None else 'is not answering'}" + \
             (f": {tail}" if tail else "")
@@ -255,7 +268,12 @@ def serve(fd: int, owner: int) -> None:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                pid = _fork(request, channel, (wake_read, wake_write))
+                try:
+                    pid = _fork(request, channel, (wake_read, wake_write))
+                except OSError as exc:  # a process, memory or file limit: this request fails, the server and the
+                    # classmates' grading processes it forked go on (its death would stop every one of them)
+                    channel.sendall(json.dumps({"id": request["id"], "error": str(exc)}).encode() + b"\n")
+                    continue
                 children[pid] = request["id"]
                 channel.sendall(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
 
@@ -279,7 +297,12 @@ def _fork(request: dict, channel: socket.socket, wake: tuple[int, int]) -> int:
     ready_read, ready_write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(ready_read)
+        os.close(ready_write)
+        raise
     if pid == 0:
         os.close(ready_read)
         _child(request, channel, wake, ready_write)  # never returns
