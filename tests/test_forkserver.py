@@ -140,3 +140,18 @@ def test_a_fork_that_fails_fails_its_request_alone(server: ForkServer, tmp_path:
     resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limit)
     assert running.wait(timeout=120) == 0, "the grading process forked before must finish, its code reported"
     assert spawn(server, tmp_path, "after").wait(timeout=120) == 0
+
+
+def test_an_end_a_stopped_server_never_reports_is_settled_once(server: ForkServer, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped server (SIGSTOP) reports no exit code: the end is known from the pidfd, with code -1, and
+    waiting again (an interrupt's stop after the job's own wait) must not wait for that report again."""
+    monkeypatch.setattr(forkserver, "EXIT_REPORT_S", 0.2)
+    child = spawn(server, tmp_path, "unreported", sleep=1)
+    while not (tmp_path / "unreported.out").exists():
+        assert child.poll() is None, (tmp_path / "unreported.log").read_text()
+        time.sleep(0.05)
+    os.kill(server.pid, signal.SIGSTOP)
+    assert child.wait(timeout=120) == -1
+    assert child.wait(timeout=5) == -1
+    assert child.poll() == -1

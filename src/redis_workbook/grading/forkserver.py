@@ -62,6 +62,7 @@ class Forked:
         self.abandoned = False  # grade stopped waiting for it (an interrupt, a server not answering): killed on sight
         self.failed: str | None = None  # why the server could not fork it
         self.settling = threading.Lock()  # a job's thread and an interrupt may wait at once
+        self.settled = False  # its end is known and its pidfd closed
 
     def _ended(self, timeout: float | None) -> bool:
         """Whether it has ended: its exit code came, or else its pidfd says so. A server that is gone marks every
@@ -76,15 +77,17 @@ class Forked:
         return bool(ready)
 
     def poll(self) -> int | None:
-        if not self._ended(0):
-            return None
-        self._settle()
+        if not self.settled:
+            if not self._ended(0):
+                return None
+            self._settle()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if not self._ended(timeout):
-            raise subprocess.TimeoutExpired(f"grading process {self.pid}", timeout or 0)
-        self._settle()  # also when its code came first: its pidfd is closed either way
+        if not self.settled:
+            if not self._ended(timeout):
+                raise subprocess.TimeoutExpired(f"grading process {self.pid}", timeout or 0)
+            self._settle()  # also when its code came first: its pidfd is closed either way
         assert self.returncode is not None
         return self.returncode
 
@@ -97,6 +100,7 @@ class Forked:
             if self.pidfd is not None:
                 os.close(self.pidfd)
                 self.pidfd = None
+            self.settled = True
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
