@@ -134,7 +134,8 @@ def test_a_fork_that_fails_fails_its_request_alone(server: ForkServer, tmp_path:
         assert running.poll() is None, (tmp_path / "running.log").read_text()
         time.sleep(0.05)
     limit = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (6, limit[1]))  # 0-5 are taken: its next pipe is refused
+    taken = len(os.listdir(f"/proc/{server.pid}/fd"))  # 0 to taken-1: its next fork's pipe is refused
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (taken, limit[1]))
     with pytest.raises(ForkServerGone, match="could not start a grading process"):
         spawn(server, tmp_path, "refused")
     resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limit)
