@@ -20,7 +20,7 @@ a child is waited for by its pidfd, so it is seen to end even if the server is g
 
 Protocol, one JSON object per line over a socketpair:
     grade -> server  {"id": N, "args": [...], "env": {...}, "cwd": "...", "log": "...", "title": "..."}
-    server -> grade  {"id": N, "pid": PID} then {"id": N, "exit": CODE}
+    server -> grade  {"id": N, "pid": PID} then {"id": N, "exit": CODE}, or {"id": N, "error": "..."} (no fork)
 """
 
 from __future__ import annotations
@@ -61,11 +61,16 @@ class Forked:
         self.returncode: int | None = None
         self.started = threading.Event()
         self.reported = threading.Event()
+        self.abandoned = False  # grade stopped waiting for it (an interrupt, a server not answering): killed on sight
+        self.failed: str | None = None  # why the server could not fork it
         self.settling = threading.Lock()  # a job's thread and an interrupt may wait at once
+        self.settled = False  # its end is known and its pidfd closed
 
     def _ended(self, timeout: float | None) -> bool:
+        """Whether it has ended: its exit code came, or else its pidfd says so. A server that is gone marks every
+        child reported without a code, while each may still be finishing (stopping its worker and Redis)."""
         pidfd = self.pidfd
-        if self.reported.is_set() or pidfd is None:
+        if self.returncode is not None or pidfd is None:
             return self.reported.wait(timeout)
         try:
             ready, _, _ = select.select([pidfd], [], [], timeout)
@@ -74,15 +79,17 @@ class Forked:
         return bool(ready)
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._ended(0):
+        if not self.settled:
+            if not self._ended(0):
+                return None
             self._settle()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
+        if not self.settled:
             if not self._ended(timeout):
                 raise subprocess.TimeoutExpired(f"grading process {self.pid}", timeout or 0)
-            self._settle()
+            self._settle()  # also when its code came first: its pidfd is closed either way
         assert self.returncode is not None
         return self.returncode
 
@@ -95,6 +102,7 @@ class Forked:
             if self.pidfd is not None:
                 os.close(self.pidfd)
                 self.pidfd = None
+            self.settled = True
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
@@ -126,9 +134,11 @@ class ForkServer:
     def pid(self) -> int:
         return self.process.pid
 
-    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str) -> Forked:
+    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path, title: str,
+              cancelled: threading.Event | None = None) -> Forked:
         """Fork a grading process running `pytest.main(args)`, named `title` in `ps`; ForkServerGone when the
-        server is not there."""
+        server is not there (or does not answer), KeyboardInterrupt when `cancelled` is set first. Either way
+        the request is abandoned: a process the server forks for it later is killed at once."""
         child, number = Forked(), next(self.ids)
         request = {"id": number, "args": args, "env": env, "cwd": str(cwd), "log": str(log), "title": title}
         with self.lock:
@@ -141,9 +151,22 @@ class ForkServer:
                 raise ForkServerGone(str(exc)) from exc
         deadline = time.monotonic() + START_TIMEOUT_S
         while not child.started.wait(0.1):
-            if self.gone.is_set() or time.monotonic() > deadline:
+            interrupted = cancelled is not None and cancelled.is_set()
+            if interrupted or self.gone.is_set() or time.monotonic() > deadline:
+                self._abandon(child)
+                if interrupted:
+                    raise KeyboardInterrupt
                 raise ForkServerGone(self.why())
+        if child.failed is not None:
+            raise ForkServerGone(f"the fork server could not start a grading process ({child.failed})")
         return child
+
+    def _abandon(self, child: Forked) -> None:
+        with self.lock:
+            child.abandoned = True
+            started = child.started.is_set()
+        if started:  # its pid came meanwhile
+            _kill_group(child.pid)
 
     def _read(self) -> None:
         buffer = b""
@@ -162,13 +185,22 @@ class ForkServer:
                     child = self.children.get(message["id"])
                 if child is None:
                     continue
-                if "pid" in message:
-                    child.pid = message["pid"]
-                    try:
-                        child.pidfd = os.pidfd_open(child.pid)
-                    except OSError:  # it has ended already; the exit report follows
-                        child.pidfd = None
+                if "error" in message:
+                    with self.lock:
+                        child.failed = str(message["error"])
+                        self.children.pop(message["id"], None)
                     child.started.set()
+                elif "pid" in message:
+                    with self.lock:
+                        child.pid = message["pid"]
+                        try:
+                            child.pidfd = os.pidfd_open(child.pid)
+                        except OSError:  # it has ended already; the exit report follows
+                            child.pidfd = None
+                        child.started.set()
+                        abandoned = child.abandoned
+                    if abandoned:  # e.g. a server that was stopped (SIGSTOP) answers long after grade gave up
+                        _kill_group(child.pid)
                 else:
                     child.returncode = message["exit"]
                     child.reported.set()
@@ -182,6 +214,11 @@ class ForkServer:
 
     def why(self) -> str:
         code = self.process.poll()
+        if code is None and self.gone.is_set():  # its socket closed as it exited: not reaped yet
+            try:
+                code = self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         tail = self.log.read_text(errors="replace")[-1500:].strip() if self.log.exists() else ""
         return f"the fork server {'exited with code ' + str(code) if code is not None else 'is not answering'}" + \
             (f": {tail}" if tail else "")
@@ -198,6 +235,14 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a forked grading process that nobody waits for, and its group (it leads one: setsid)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- the server
@@ -229,7 +274,12 @@ def serve(fd: int, owner: int) -> None:
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                pid = _fork(request, channel, (wake_read, wake_write))
+                try:
+                    pid = _fork(request, channel, (wake_read, wake_write))
+                except OSError as exc:  # a process, memory or file limit: this request fails, the server and the
+                    # classmates' grading processes it forked go on (its death would stop every one of them)
+                    channel.sendall(json.dumps({"id": request["id"], "error": str(exc)}).encode() + b"\n")
+                    continue
                 children[pid] = request["id"]
                 channel.sendall(json.dumps({"id": request["id"], "pid": pid}).encode() + b"\n")
 
@@ -253,7 +303,12 @@ def _fork(request: dict, channel: socket.socket, wake: tuple[int, int]) -> int:
     ready_read, ready_write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(ready_read)
+        os.close(ready_write)
+        raise
     if pid == 0:
         os.close(ready_read)
         _child(request, channel, wake, ready_write)  # never returns

@@ -346,7 +346,8 @@ class Running:
         process = None
         if self.server is not None:
             try:
-                process = self.server.spawn(args, {**env, PARENT_ENV: str(self.server.pid)}, cwd, log, title)
+                process = self.server.spawn(args, {**env, PARENT_ENV: str(self.server.pid)}, cwd, log, title,
+                                            cancelled=self.stopping)  # an interrupt must not wait for an answer
             except ForkServerGone as exc:
                 with self.lock:
                     self.server = None

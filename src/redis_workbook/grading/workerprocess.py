@@ -121,8 +121,17 @@ def package_root() -> str:
 
 
 # The notebook's hash() seed: random per grader process (as Python's own would be), but known
-# here so a check can tell whether a cache key came from hash() (see `learner_hash`).
-HASH_SEED = str(secrets.randbelow(2**32 - 2) + 1)
+# here so a check can tell whether a cache key came from hash() (see `learner_hash`). Drawn again in
+# a forked child: grade's fork server imports this module once for the whole class, which would
+# otherwise give every notebook of the class the same seed.
+def _draw_hash_seed() -> None:
+    global HASH_SEED
+    HASH_SEED = str(secrets.randbelow(2**32 - 2) + 1)
+
+
+HASH_SEED = ""
+_draw_hash_seed()
+os.register_at_fork(after_in_child=_draw_hash_seed)
 
 
 def learner_hash(text: str) -> int:
