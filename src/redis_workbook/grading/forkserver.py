@@ -47,6 +47,11 @@ START_TIMEOUT_S = 60.0
 EXIT_REPORT_S = 5.0  # how long a waiter waits for the server's exit code once the child's pidfd says it ended
 
 
+def python() -> list[str]:
+    """This Python, isolated (-I) when grade runs isolated (Gradescope's run_autograder starts it so)."""
+    return [sys.executable, *(["-I"] if sys.flags.isolated else [])]
+
+
 class ForkServerGone(Exception):
     """The server is not running (it could not start, or it died): grade starts its pytest processes itself."""
 
@@ -117,7 +122,7 @@ class ForkServer:
         env = {**env, "OPENBLAS_NUM_THREADS": "1"}  # numpy is imported once here: no thread pool in a forked child
         with open(log, "ab") as errors:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "redis_workbook.grading.forkserver", str(theirs.fileno()), str(os.getpid())],
+                [*python(), "-m", "redis_workbook.grading.forkserver", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                 cwd=cwd, env=env, start_new_session=True)
         theirs.close()

@@ -46,6 +46,7 @@ from pathlib import Path
 
 from redis_workbook.grading import intake, options, points, sandbox, shards
 from redis_workbook.grading.forkserver import Forked, ForkServer, ForkServerGone
+from redis_workbook.grading.forkserver import python as forkserver_python
 from redis_workbook.grading.options import ADMIN_URL_ENV, PARENT_ENV, UsageProblem
 from redis_workbook.grading.results import (
     GRADED,
@@ -355,7 +356,7 @@ class Running:
         with self.lock:
             if process is None:
                 with open(log, "ab") as output:
-                    process = subprocess.Popen([sys.executable, "-m", "pytest", *args], stdin=subprocess.DEVNULL,
+                    process = subprocess.Popen([*forkserver_python(), "-m", "pytest", *args], stdin=subprocess.DEVNULL,
                                                stdout=output, stderr=subprocess.STDOUT, cwd=cwd,
                                                env={**env, PARENT_ENV: str(os.getpid())}, start_new_session=True)
             self.processes.add(process)
