@@ -389,7 +389,9 @@ class ClassRun:
     def grade(self, jobs: list[Job]) -> int:
         from tqdm import tqdm
 
-        todo = [job for job in jobs if not self.complete(job)]
+        # One assignment's submissions after another: they take about as long as each other, so the parallel jobs
+        # finish together (student by student, the class's last slow notebook ran alone at the end).
+        todo = sorted((job for job in jobs if not self.complete(job)), key=lambda job: (job.assignment, job.student))
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grading", unit="notebook",
                    file=sys.stderr, dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=self.jobs)
