@@ -161,7 +161,7 @@ def test_grading_mode_grades_one_submission_with_both_graders_and_the_same_score
     assert set(res["grading_targets"]) == {"grading_vs_nbgrader"}  # the class-time target is for 30 x 6 only
     # the one sandboxed submission said where its time went: every phase, the CPU of each process
     assert res["grading_timed_submissions"] == 1
-    for phase in ("python and pytest start-up", "redis under test", "enclosure", "notebook redis", "sandbox",
+    for phase in ("process and pytest start-up", "redis under test", "enclosure", "notebook redis", "sandbox",
                   "worker ready", "notebook cells", "checks", "teardown"):
         assert res["grading_phases_s"][phase] >= 0, phase
     assert res["grading_process_cpu_s"]["grader"] > 0 and res["grading_process_cpu_s"]["worker"] > 0

@@ -59,7 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[KEY] = Grading(config)
     config.pluginmanager.register(config.stash[KEY], "redis-workbook-grading")  # its own hooks (collection)
-    config.stash[KEY].timeline.mark("python and pytest start-up")
+    config.stash[KEY].timeline.mark("process and pytest start-up")  # a fork of grade's fork server, or a new Python
     if parent := os.environ.get(PARENT_ENV):
         from redis_workbook.server import die_with_parent
 
