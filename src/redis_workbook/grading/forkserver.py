@@ -120,12 +120,17 @@ class ForkServer:
     def __init__(self, cwd: Path, env: dict[str, str], log: Path) -> None:
         ours, theirs = socket.socketpair()
         env = {**env, "OPENBLAS_NUM_THREADS": "1"}  # numpy is imported once here: no thread pool in a forked child
-        with open(log, "ab") as errors:
-            self.process = subprocess.Popen(
-                [*python(), "-m", "redis_workbook.grading.forkserver", str(theirs.fileno()), str(os.getpid())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                cwd=cwd, env=env, start_new_session=True)
-        theirs.close()
+        try:
+            with open(log, "ab") as errors:
+                self.process = subprocess.Popen(
+                    [*python(), "-m", "redis_workbook.grading.forkserver", str(theirs.fileno()), str(os.getpid())],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                    cwd=cwd, env=env, start_new_session=True)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.log = log
         self.socket = ours
         self.lock = threading.Lock()
