@@ -37,13 +37,18 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
+def _encodable(value: object) -> bool:
+    """Whether `_field_bytes` encodes it: str, bytes, int or float (not bool, which redis-py refuses too)."""
+    return isinstance(value, (str, bytes, int, float)) and not isinstance(value, bool)
+
+
 def _field_bytes(value: object) -> bytes:
     """A field name or value as redis-py would encode it (str as UTF-8, numbers via repr)."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _encodable(value):
         return repr(value).encode()
     raise TypeError(f"field values must be str, bytes, int or float, got {type(value).__name__}.")
 
@@ -84,7 +89,7 @@ def _check_fields(records: list[Mapping[str, object]], vector_field: str) -> Non
             if name == vector_field:
                 continue
             for item in (name, value):
-                if isinstance(item, bool) or not isinstance(item, (str, bytes, int, float)):
+                if not _encodable(item):
                     raise TypeError(f"record {number}, field {name!r}: field names and values must be str, bytes, "
                                     f"int or float, got {type(item).__name__}. Nothing was written.")
 
